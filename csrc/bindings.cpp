@@ -1,0 +1,287 @@
+// Thin pybind11 bindings: check shapes, allocate outputs, take pointers, release the GIL, call.
+// Every kernel is bound for float and double; an overload takes arrays of exactly its dtype
+// (noconvert), except `x` of dense_forward, which converts (lists, ints, non-contiguous input).
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "kernels.hpp"
+#include "net.hpp"
+
+namespace py = pybind11;
+
+namespace {
+
+template <class T>
+using Arr = py::array_t<T, py::array::c_style>;
+template <class T>
+using ArrIn = py::array_t<T, py::array::c_style | py::array::forcecast>;
+using Idx = py::array_t<std::int64_t, py::array::c_style>;
+
+std::string shape_str(const py::array& a) {
+    std::string s = "(";
+    for (py::ssize_t d = 0; d < a.ndim(); ++d) {
+        s += std::to_string(a.shape(d));
+        if (a.ndim() == 1 || d + 1 < a.ndim()) s += d + 1 < a.ndim() ? ", " : ",";
+    }
+    return s + ")";
+}
+
+[[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
+
+void need_ndim(const py::array& a, py::ssize_t nd, const char* name, const char* layout) {
+    if (a.ndim() != nd)
+        fail(std::string(name) + ": expected a " + std::to_string(nd) + "-D array " + layout +
+             ", got shape " + shape_str(a));
+}
+
+fg::Activation to_act(int a) {
+    if (a != 0 && a != 1) fail("activation: expected 0 (linear) or 1 (relu), got " + std::to_string(a));
+    return static_cast<fg::Activation>(a);
+}
+
+struct DenseShape {
+    std::size_t n, in, out;
+};
+
+template <class T>
+DenseShape check_dense(const py::array& x, const Arr<T>& k, const std::optional<Arr<T>>& b) {
+    need_ndim(x, 2, "x", "(batch, input_dim)");
+    need_ndim(k, 2, "kernel", "(input_dim, units)");
+    if (x.shape(1) != k.shape(0))
+        fail("x: expected " + std::to_string(k.shape(0)) + " columns to match kernel " +
+             shape_str(k) + ", got shape " + shape_str(x));
+    if (b) {
+        need_ndim(*b, 1, "bias", "(units,)");
+        if (b->shape(0) != k.shape(1))
+            fail("bias: expected shape (" + std::to_string(k.shape(1)) + ",) to match kernel " +
+                 shape_str(k) + ", got " + shape_str(*b));
+    }
+    return {std::size_t(x.shape(0)), std::size_t(k.shape(0)), std::size_t(k.shape(1))};
+}
+
+template <class T>
+Arr<T> dense_forward(ArrIn<T> x, Arr<T> k, std::optional<Arr<T>> b, int act, bool check_finite) {
+    const auto [n, in, out] = check_dense<T>(x, k, b);
+    const fg::Activation a = to_act(act);
+    const T* xp = x.data();
+    if (check_finite && !fg::all_finite(xp, n * in)) fail("x: contains NaN or inf");
+    Arr<T> y({n, out});
+    const T* kp = k.data();
+    const T* bp = b ? b->data() : nullptr;
+    T* yp = y.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        fg::dense_forward(yp, xp, kp, bp, n, in, out, a);
+    }
+    return y;
+}
+
+template <class T>
+py::tuple dense_backward(Arr<T> dy, Arr<T> x, Arr<T> k, Arr<T> y, bool has_bias, int act, bool need_dx) {
+    const auto [n, in, out] = check_dense<T>(x, k, std::nullopt);
+    const fg::Activation a = to_act(act);
+    need_ndim(dy, 2, "dy", "(batch, units)");
+    need_ndim(y, 2, "y", "(batch, units)");
+    if (std::size_t(dy.shape(0)) != n || std::size_t(dy.shape(1)) != out)
+        fail("dy: expected shape (" + std::to_string(n) + ", " + std::to_string(out) + "), got " + shape_str(dy));
+    if (std::size_t(y.shape(0)) != n || std::size_t(y.shape(1)) != out)
+        fail("y: expected shape (" + std::to_string(n) + ", " + std::to_string(out) + "), got " + shape_str(y));
+    Arr<T> dk({in, out});
+    py::object dx = py::none(), db = py::none();
+    T* dxp = nullptr;
+    T* dbp = nullptr;
+    if (need_dx) {
+        Arr<T> t({n, in});
+        dxp = t.mutable_data();
+        dx = t;
+    }
+    if (has_bias) {
+        Arr<T> t(static_cast<py::ssize_t>(out));
+        dbp = t.mutable_data();
+        db = t;
+    }
+    std::vector<T> dz(a == fg::Activation::relu ? n * out : 0);
+    const T *dyp = dy.data(), *xp = x.data(), *kp = k.data(), *yp = y.data();
+    T* dkp = dk.mutable_data();
+    {
+        py::gil_scoped_release nogil;
+        fg::dense_backward(dxp, dkp, dbp, dz.data(), dyp, xp, kp, yp, n, in, out, a);
+    }
+    return py::make_tuple(dx, dk, db);
+}
+
+template <class T>
+void same_shape(const Arr<T>& p, const Arr<T>& t) {
+    if (p.ndim() != t.ndim() || !std::equal(p.shape(), p.shape() + p.ndim(), t.shape()))
+        fail("target: expected the shape of pred " + shape_str(p) + ", got " + shape_str(t));
+    if (p.size() == 0) fail("pred: expected at least one element, got shape " + shape_str(p));
+}
+
+template <class T>
+double mse(Arr<T> p, Arr<T> t) {
+    same_shape<T>(p, t);
+    return double(fg::mse_forward(p.data(), t.data(), std::size_t(p.size())));
+}
+
+template <class T>
+Arr<T> mse_grad(Arr<T> p, Arr<T> t) {
+    same_shape<T>(p, t);
+    std::vector<py::ssize_t> shape(p.shape(), p.shape() + p.ndim());
+    Arr<T> dp(shape);
+    fg::mse_backward(dp.mutable_data(), p.data(), t.data(), std::size_t(p.size()));
+    return dp;
+}
+
+// In place: w must be exactly a writeable C-contiguous array of T (noconvert), never a copy.
+template <class T>
+double sgd_update(Arr<T> w, Arr<T> g, double lr) {
+    if (!w.writeable()) fail("w: expected a writeable array");
+    if (w.ndim() != g.ndim() || !std::equal(w.shape(), w.shape() + w.ndim(), g.shape()))
+        fail("g: expected the shape of w " + shape_str(w) + ", got " + shape_str(g));
+    T* wp = w.mutable_data();
+    const T* gp = g.data();
+    return double(fg::sgd_update(wp, gp, T(lr), std::size_t(w.size())));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Net: the parameters of a Sequential (live NumPy arrays, updated in place), gradient arrays of
+// the same shapes, and scratch for a fixed number of batch rows.
+// ---------------------------------------------------------------------------------------------
+template <class T>
+class Net {
+  public:
+    Net(std::vector<Arr<T>> params, std::vector<bool> has_bias, std::vector<int> acts, std::size_t rows,
+        bool gather)
+        : params_(std::move(params)), rows_(rows), gather_(gather) {
+        if (has_bias.size() != acts.size() || acts.empty()) fail("acts: expected one entry per layer");
+        std::size_t p = 0;
+        for (std::size_t l = 0; l < acts.size(); ++l) {
+            const std::size_t np = has_bias[l] ? 2 : 1;
+            if (p + np > params_.size()) fail("params: fewer arrays than the layers need");
+            Arr<T>& k = params_[p];
+            need_ndim(k, 2, "kernel", "(input_dim, units)");
+            if (!k.writeable()) fail("kernel: expected a writeable array");
+            fg::DenseView<T> v{};
+            v.in = std::size_t(k.shape(0));
+            v.out = std::size_t(k.shape(1));
+            if (l > 0 && v.in != layers_.back().out) fail("params: layer widths do not chain");
+            v.act = to_act(acts[l]);
+            v.k = k.mutable_data();
+            Arr<T> dk({v.in, v.out});
+            v.dk = dk.mutable_data();
+            grads_.push_back(dk);
+            if (has_bias[l]) {
+                Arr<T>& b = params_[p + 1];
+                need_ndim(b, 1, "bias", "(units,)");
+                if (std::size_t(b.shape(0)) != v.out) fail("bias: does not match its kernel");
+                if (!b.writeable()) fail("bias: expected a writeable array");
+                v.b = b.mutable_data();
+                Arr<T> db(static_cast<py::ssize_t>(v.out));
+                v.db = db.mutable_data();
+                grads_.push_back(db);
+            }
+            layers_.push_back(v);
+            p += np;
+        }
+        if (p != params_.size()) fail("params: more arrays than the layers need");
+        scratch_.resize(layers_, rows_, gather_);
+    }
+
+    std::size_t in_dim() const { return layers_.front().in; }
+    std::size_t out_dim() const { return layers_.back().out; }
+
+    void check_xy(const Arr<T>& x, const Arr<T>& y, std::size_t min_rows) const {
+        need_ndim(x, 2, "x", "(samples, input_dim)");
+        need_ndim(y, 2, "y", "(samples, outputs)");
+        if (std::size_t(x.shape(1)) != in_dim() || std::size_t(y.shape(1)) != out_dim() ||
+            x.shape(0) != y.shape(0) || std::size_t(x.shape(0)) < min_rows)
+            fail("x, y: shapes " + shape_str(x) + ", " + shape_str(y) + " do not fit this network");
+    }
+
+    py::tuple step(Arr<T> x, Arr<T> y, std::optional<Idx> idx, double lr) {
+        const std::int64_t* ip = nullptr;
+        std::size_t rows = rows_;
+        if (idx) {
+            if (!gather_) fail("idx: this Net was built for the full batch");
+            if (idx->ndim() != 1 || std::size_t(idx->shape(0)) != rows_)
+                fail("idx: expected shape (" + std::to_string(rows_) + ",), got " + shape_str(*idx));
+            check_xy(x, y, 1);
+            ip = idx->data();
+            const auto n = x.shape(0);
+            for (std::size_t r = 0; r < rows; ++r)
+                if (ip[r] < 0 || ip[r] >= n) fail("idx: index " + std::to_string(ip[r]) + " out of range");
+        } else {
+            if (gather_) fail("idx: this Net draws batches; pass the batch indices");
+            check_xy(x, y, rows_);
+            if (std::size_t(x.shape(0)) != rows_) fail("x: expected " + std::to_string(rows_) + " rows");
+        }
+        const T* xp = x.data();
+        const T* yp = y.data();
+        fg::StepResult r;
+        {
+            py::gil_scoped_release nogil;
+            r = fg::net_step(scratch_, layers_, xp, yp, ip, rows, T(lr));
+        }
+        return py::make_tuple(r.loss, r.grad_norm, r.weight_delta, r.bad_grad, r.bad_weight);
+    }
+
+    double value_and_grad(Arr<T> x, Arr<T> y) {
+        check_xy(x, y, 1);
+        const std::size_t rows = std::size_t(x.shape(0));
+        if (rows > rows_) fail("x: more rows than this Net was built for");
+        const T* xp = x.data();
+        const T* yp = y.data();
+        double loss;
+        {
+            py::gil_scoped_release nogil;
+            loss = fg::net_value_and_grad(scratch_, layers_, xp, yp, rows);
+        }
+        return loss;
+    }
+
+    const std::vector<Arr<T>>& grads() const { return grads_; }
+
+  private:
+    std::vector<Arr<T>> params_;  // keeps the live arrays alive while we hold their pointers
+    std::vector<Arr<T>> grads_;
+    std::vector<fg::DenseView<T>> layers_;
+    fg::NetScratch<T> scratch_;
+    std::size_t rows_;
+    bool gather_;
+};
+
+template <class T>
+void bind_dtype(py::module_& m, const char* net_name) {
+    m.def("dense_forward", &dense_forward<T>, py::arg("x"), py::arg("kernel").noconvert(),
+          py::arg("bias").noconvert().none(true), py::arg("activation"), py::arg("check_finite") = false);
+    m.def("dense_backward", &dense_backward<T>, py::arg("dy").noconvert(), py::arg("x").noconvert(),
+          py::arg("kernel").noconvert(), py::arg("y").noconvert(), py::arg("has_bias"), py::arg("activation"),
+          py::arg("need_dx"));
+    m.def("mse", &mse<T>, py::arg("pred").noconvert(), py::arg("target").noconvert());
+    m.def("mse_grad", &mse_grad<T>, py::arg("pred").noconvert(), py::arg("target").noconvert());
+    m.def("sgd_update", &sgd_update<T>, py::arg("w").noconvert(), py::arg("g").noconvert(),
+          py::arg("learning_rate"));
+    py::class_<Net<T>>(m, net_name)
+        .def(py::init<std::vector<Arr<T>>, std::vector<bool>, std::vector<int>, std::size_t, bool>(),
+             py::arg("params").noconvert(), py::arg("has_bias"), py::arg("activations"), py::arg("rows"),
+             py::arg("gather"))
+        .def("step", &Net<T>::step, py::arg("x").noconvert(), py::arg("y").noconvert(),
+             py::arg("idx").noconvert().none(true), py::arg("learning_rate"))
+        .def("value_and_grad", &Net<T>::value_and_grad, py::arg("x").noconvert(), py::arg("y").noconvert())
+        .def_property_readonly("grads", &Net<T>::grads);
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastgrad's compiled kernels (private; use fastgrad.ops and fastgrad.fit)";
+    m.attr("__version__") = FASTGRAD_VERSION;
+    bind_dtype<float>(m, "NetF32");
+    bind_dtype<double>(m, "NetF64");
+}

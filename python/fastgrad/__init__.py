@@ -1,0 +1,50 @@
+"""fastgrad: hand-derived Dense/MSE kernels in C++, training loops that record every step,
+and TensorFlow as an optional oracle.
+
+    import fastgrad as fg
+    model = fg.Sequential([fg.Dense(10, "relu"), fg.Dense(1)], seed=0)
+    loss, grads = fg.value_and_grad(model, x, y)
+    result = fg.fit(model, x, y, optimizer=fg.SGD(0.1), stop=[fg.stop.LossBelow(1e-4)])
+"""
+
+from . import ops, stop
+from ._core import __version__
+from .data import minmax
+from .gradients import value_and_grad
+from .layers import Dense, Sequential
+from .training import (
+    SGD,
+    BatchStream,
+    DivergenceError,
+    DivergenceWarning,
+    FitResult,
+    History,
+    fit,
+)
+
+__all__ = [
+    "Dense",
+    "Sequential",
+    "value_and_grad",
+    "fit",
+    "SGD",
+    "FitResult",
+    "History",
+    "BatchStream",
+    "DivergenceWarning",
+    "DivergenceError",
+    "minmax",
+    "ops",
+    "stop",
+    "oracle",
+    "__version__",
+]
+
+
+def __getattr__(name):
+    # the oracle imports TensorFlow lazily: importing fastgrad never does
+    if name == "oracle":
+        import importlib
+
+        return importlib.import_module(".oracle", __name__)
+    raise AttributeError(f"module 'fastgrad' has no attribute {name!r}")

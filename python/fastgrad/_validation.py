@@ -1,0 +1,84 @@
+"""Argument checks shared by the public API.  Each raises before anything is changed."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Tuple
+
+import numpy as np
+
+
+def as_array(name: str, a, dtype: np.dtype) -> np.ndarray:
+    """``a`` as a C-contiguous array of ``dtype``; TypeError if it is not numeric."""
+    if isinstance(a, np.ndarray):
+        if a.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
+        return np.ascontiguousarray(a, dtype=dtype)
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__} ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__} of dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def check_finite(name: str, a: np.ndarray) -> None:
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name}: contains NaN or inf")
+
+
+def data(x, y, dtype: np.dtype, outputs: int | None = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Check and convert training data.
+
+    ``x`` must be 2-D (samples, features); ``y`` (samples, outputs) or, for one output, (samples,).
+    Both non-empty, finite, with the same number of rows.  Returns C-contiguous arrays of
+    ``dtype`` with ``y`` always 2-D.
+    """
+    x = as_array("x", x, dtype)
+    y = as_array("y", y, dtype)
+    if x.ndim != 2:
+        raise ValueError(f"x: expected a 2-D array (samples, features), got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"x: expected at least one sample and one feature, got shape {x.shape}")
+    if y.ndim == 1:
+        y = y.reshape(-1, 1)
+    if y.ndim != 2:
+        raise ValueError(f"y: expected a 1-D or 2-D array (samples, outputs), got shape {y.shape}")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"y: expected {x.shape[0]} rows to match x {x.shape}, got shape {y.shape}"
+        )
+    if outputs is not None and y.shape[1] != outputs:
+        raise ValueError(f"y: expected {outputs} output column(s) to match the model, got shape {y.shape}")
+    check_finite("x", x)
+    check_finite("y", y)
+    return x, y
+
+
+def positive_int(name: str, v, allow_none: bool = False):
+    if v is None and allow_none:
+        return None
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name}: expected a positive int, got {v!r}")
+    if v <= 0:
+        raise ValueError(f"{name}: expected a positive int, got {v!r}")
+    return int(v)
+
+
+def positive_float(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a positive number, got {v!r}")
+    v = float(v)
+    if not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
+    return v
+
+
+def nonneg_float(name: str, v) -> float:
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name}: expected a number >= 0, got {v!r}")
+    v = float(v)
+    if not (np.isfinite(v) and v >= 0):
+        raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
+    return v

@@ -1,0 +1,61 @@
+"""Loss and gradients by the chain rule over the hand-derived kernels: no tape, no graph."""
+
+from __future__ import annotations
+
+from typing import List, Tuple
+
+import numpy as np
+
+from . import _core
+from ._validation import data
+from .layers import layers_of
+
+__all__ = ["value_and_grad", "prepare"]
+
+
+def prepare(model, x, y):
+    """Validate ``(x, y)`` for ``model`` and build it if needed.
+
+    Returns ``(layers, x, y)`` with ``x``, ``y`` C-contiguous in the model's dtype, ``y`` 2-D.
+    Raises ValueError/TypeError, naming the argument, before anything changes.
+    """
+    layers = layers_of(model)
+    dtype = layers[0].dtype
+    x, y = data(x, y, dtype, outputs=layers[-1].units)
+    if layers[0].built and layers[0].input_dim != x.shape[1]:
+        raise ValueError(
+            f"x: the model is built for inputs of width {layers[0].input_dim}, got shape {x.shape}"
+        )
+    if not all(layer.built for layer in layers):
+        (model if len(layers) > 1 else layers[0]).build(x.shape[1])
+    return layers, x, y
+
+
+def value_and_grad(model, x, y) -> Tuple[float, List[np.ndarray]]:
+    """MSE of ``model`` on ``(x, y)`` and its gradient for every parameter.
+
+    The gradients come in ``model.get_weights()`` order: ``[dk1, db1, dk2, db2, ...]``.
+    ``y`` may be 1-D when the model has one output.  The model is built from ``x`` if needed;
+    its weights are not changed.
+
+    This is the readable reference: forward through each layer keeping its output, then
+    backward from ``dL/dP`` through each layer, last first.
+    """
+    layers, x, y = prepare(model, x, y)
+    # forward:  a_0 = x,  a_l = act(a_{l-1} K_l + b_l)
+    acts = [x]
+    for layer in layers:
+        acts.append(_core.dense_forward(acts[-1], layer.kernel, layer.bias, layer._act, False))
+    pred = acts[-1]
+    loss = _core.mse(pred, y)
+    # backward:  dP = 2 (P - Y) / P.size,  then each layer maps dL/da_l to dL/da_{l-1}
+    d = _core.mse_grad(pred, y)
+    grads: List[np.ndarray] = []
+    for li in range(len(layers) - 1, -1, -1):
+        layer = layers[li]
+        dx, dk, db = _core.dense_backward(
+            d, acts[li], layer.kernel, acts[li + 1], layer.use_bias, layer._act, li > 0
+        )
+        grads[:0] = [dk] if db is None else [dk, db]
+        d = dx
+    return float(loss), grads

@@ -1,0 +1,273 @@
+"""Dense layers and Sequential models.  Parameters are NumPy arrays in Keras layout."""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+
+from . import _core
+from ._validation import as_array, check_finite, positive_int
+from .ops import activation_code
+
+__all__ = ["Dense", "Sequential", "Model"]
+
+_DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
+
+
+def _dtype(dtype) -> np.dtype:
+    try:
+        d = np.dtype(dtype)
+    except TypeError:
+        d = None
+    if d is None or d.name not in _DTYPES:
+        raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
+    return d
+
+
+class Dense:
+    """A fully connected layer: ``y = act(x @ kernel + bias)``.
+
+    Parameters
+    ----------
+    units : number of outputs.
+    activation : "linear" (the default) or "relu".
+    use_bias : whether the layer has a bias (``bias`` is None otherwise).
+    dtype : "float32" (the default, as in TensorFlow) or "float64".
+    seed : seed of the Glorot-uniform kernel initialiser; None draws fresh entropy.
+        The bias starts at zero.
+
+    The layer is built (its parameters created) by :meth:`build`, or on the first call, from
+    the width of its input.  ``kernel`` is (input_dim, units); ``bias`` is (units,).
+    """
+
+    def __init__(
+        self,
+        units: int,
+        activation: str = "linear",
+        use_bias: bool = True,
+        dtype: str = "float32",
+        seed: Optional[int] = None,
+    ) -> None:
+        self.units = positive_int("units", units)
+        self._act = activation_code(activation)
+        self.activation = activation
+        if not isinstance(use_bias, (bool, np.bool_)):
+            raise TypeError(f"use_bias: expected True or False, got {use_bias!r}")
+        self.use_bias = bool(use_bias)
+        self.dtype = _dtype(dtype)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed: expected an int or None, got {seed!r}")
+        self.seed = seed
+        self.kernel: Optional[np.ndarray] = None
+        self.bias: Optional[np.ndarray] = None
+
+    # -- building -------------------------------------------------------------------------
+    @property
+    def built(self) -> bool:
+        return self.kernel is not None
+
+    @property
+    def input_dim(self) -> Optional[int]:
+        return None if self.kernel is None else self.kernel.shape[0]
+
+    def build(self, input_dim: int, seed=None) -> "Dense":
+        """Create the parameters for inputs of width ``input_dim``: Glorot-uniform kernel, zero bias.
+
+        ``seed`` (an int or a ``np.random.SeedSequence``) overrides the layer's own seed.
+        """
+        input_dim = positive_int("input_dim", input_dim)
+        rng = np.random.default_rng(self.seed if seed is None else seed)
+        limit = np.sqrt(6.0 / (input_dim + self.units))
+        self.kernel = np.ascontiguousarray(
+            rng.uniform(-limit, limit, size=(input_dim, self.units)), dtype=self.dtype
+        )
+        self.bias = np.zeros(self.units, dtype=self.dtype) if self.use_bias else None
+        return self
+
+    # -- parameters -----------------------------------------------------------------------
+    def get_weights(self) -> List[np.ndarray]:
+        """Copies of ``[kernel, bias]`` (``[kernel]`` without bias); [] before the layer is built."""
+        return [w.copy() for w in self._params()]
+
+    def _params(self) -> List[np.ndarray]:
+        if self.kernel is None:
+            return []
+        return [self.kernel] if self.bias is None else [self.kernel, self.bias]
+
+    def _param_shapes(self, input_dim: Optional[int]) -> List[tuple]:
+        shapes = [(input_dim, self.units)]
+        if self.use_bias:
+            shapes.append((self.units,))
+        return shapes
+
+    def _checked(self, weights: Sequence, input_dim: Optional[int], where: str) -> List[np.ndarray]:
+        """Validate ``weights`` for this layer (built or not); returns contiguous copies."""
+        shapes = self._param_shapes(input_dim)
+        if len(weights) != len(shapes):
+            raise ValueError(
+                f"weights: expected {len(shapes)} array(s) for {where} "
+                f"({'kernel, bias' if self.use_bias else 'kernel'}), got {len(weights)}"
+            )
+        out = []
+        for j, (w, shape) in enumerate(zip(weights, shapes)):
+            name = f"weights[{where}{'kernel' if j == 0 else 'bias'}]"
+            a = np.array(as_array(name, w, self.dtype), copy=True)
+            want = tuple(a.shape[0] if s is None else s for s in shape)
+            if a.ndim != len(shape) or a.shape != want:
+                shown = tuple("input_dim" if s is None else s for s in shape)
+                raise ValueError(f"{name}: expected shape {shown}, got {a.shape}")
+            check_finite(name, a)
+            out.append(a)
+        return out
+
+    def set_weights(self, weights: Sequence) -> None:
+        """Replace the parameters with copies of ``[kernel, bias]`` (``[kernel]`` without bias).
+
+        An unbuilt layer is built by this call.  Shapes, dtype and finiteness are checked
+        first; on error nothing changes.
+        """
+        self._assign(self._checked(list(weights), self.input_dim, ""))
+
+    def _assign(self, arrays: List[np.ndarray]) -> None:
+        self.kernel = arrays[0]
+        self.bias = arrays[1] if self.use_bias else None
+
+    # -- calling --------------------------------------------------------------------------
+    def __call__(self, x) -> np.ndarray:
+        """``act(x @ kernel + bias)`` for ``x`` of shape (batch, input_dim); a new array."""
+        if self.kernel is None:
+            xa = as_array("x", x, self.dtype)
+            if xa.ndim != 2:
+                raise ValueError(f"x: expected a 2-D array (batch, input_dim), got shape {xa.shape}")
+            self.build(xa.shape[1])
+            x = xa
+        try:
+            return _core.dense_forward(x, self.kernel, self.bias, self._act, True)
+        except TypeError:
+            # not convertible by the binding (strings, objects, ragged lists): say what was wrong
+            as_array("x", x, self.dtype)
+            raise
+
+    def __repr__(self) -> str:
+        shape = "unbuilt" if self.kernel is None else f"{self.input_dim}->{self.units}"
+        return (
+            f"Dense({self.units}, activation={self.activation!r}, use_bias={self.use_bias}, "
+            f"dtype={self.dtype.name!r}) [{shape}]"
+        )
+
+
+class Sequential:
+    """A stack of :class:`Dense` layers applied in order.
+
+    ``seed`` seeds every layer that has no seed of its own (each gets its own stream, spawned
+    from ``seed``), so ``Sequential([...], seed=0)`` is reproducible.  All layers share one dtype.
+    """
+
+    def __init__(self, layers: Sequence[Dense], seed: Optional[int] = None) -> None:
+        layers = list(layers) if not isinstance(layers, Dense) else [layers]
+        if not layers:
+            raise ValueError("layers: expected at least one Dense layer, got none")
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Dense):
+                raise TypeError(f"layers[{i}]: expected a fastgrad.Dense, got {type(layer).__name__}")
+        dtypes = {layer.dtype for layer in layers}
+        if len(dtypes) > 1:
+            raise ValueError(f"layers: expected one dtype for all layers, got {sorted(d.name for d in dtypes)}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
+            raise TypeError(f"seed: expected an int or None, got {seed!r}")
+        self.layers: List[Dense] = layers
+        self.seed = seed
+        for prev, layer in zip(layers, layers[1:]):
+            if layer.built and prev.built and layer.input_dim != prev.units:
+                raise ValueError(
+                    f"layers: a layer built for input width {layer.input_dim} follows one of {prev.units} units"
+                )
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.layers[0].dtype
+
+    @property
+    def built(self) -> bool:
+        return all(layer.built for layer in self.layers)
+
+    @property
+    def input_dim(self) -> Optional[int]:
+        return self.layers[0].input_dim
+
+    @property
+    def units(self) -> int:
+        return self.layers[-1].units
+
+    def build(self, input_dim: int) -> "Sequential":
+        """Build every unbuilt layer, the first for inputs of width ``input_dim``."""
+        input_dim = positive_int("input_dim", input_dim)
+        if self.layers[0].built and self.layers[0].input_dim != input_dim:
+            raise ValueError(
+                f"input_dim: this model is built for inputs of width {self.layers[0].input_dim}, got {input_dim}"
+            )
+        seeds = np.random.SeedSequence(self.seed).spawn(len(self.layers))
+        width = input_dim
+        for layer, s in zip(self.layers, seeds):
+            if not layer.built:
+                layer.build(width, seed=s if layer.seed is None else None)
+            width = layer.units
+        return self
+
+    def get_weights(self) -> List[np.ndarray]:
+        """Copies of ``[k1, b1, k2, b2, ...]`` (no entry for a layer without bias)."""
+        return [w for layer in self.layers for w in layer.get_weights()]
+
+    def _params(self) -> List[np.ndarray]:
+        return [w for layer in self.layers for w in layer._params()]
+
+    def set_weights(self, weights: Sequence) -> None:
+        """Replace every parameter with copies of ``weights`` (``get_weights()`` order).
+
+        Every array is checked (count, shape, dtype, finiteness) before any is assigned;
+        an unbuilt model is built from the first kernel's shape.
+        """
+        weights = list(weights)
+        need = sum(2 if layer.use_bias else 1 for layer in self.layers)
+        if len(weights) != need:
+            raise ValueError(f"weights: expected {need} arrays (get_weights() order), got {len(weights)}")
+        checked, pos = [], 0
+        width = self.layers[0].input_dim
+        for li, layer in enumerate(self.layers):
+            n = 2 if layer.use_bias else 1
+            arrs = layer._checked(weights[pos : pos + n], width, f"layer {li} ")
+            checked.append(arrs)
+            width = layer.units
+            pos += n
+        for layer, arrs in zip(self.layers, checked):
+            layer._assign(arrs)
+
+    def __call__(self, x) -> np.ndarray:
+        """The output of the last layer for ``x`` of shape (batch, input_dim)."""
+        if not self.built:
+            xa = as_array("x", x, self.dtype)
+            if xa.ndim != 2:
+                raise ValueError(f"x: expected a 2-D array (batch, input_dim), got shape {xa.shape}")
+            self.build(xa.shape[1])
+            x = xa
+        x = self.layers[0](x)
+        for layer in self.layers[1:]:
+            x = _core.dense_forward(x, layer.kernel, layer.bias, layer._act, False)
+        return x
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"Sequential([\n  {inner}\n])"
+
+
+Model = Union[Dense, Sequential]
+
+
+def layers_of(model) -> List[Dense]:
+    """The Dense layers of a Dense or Sequential; TypeError for anything else."""
+    if isinstance(model, Sequential):
+        return model.layers
+    if isinstance(model, Dense):
+        return [model]
+    raise TypeError(f"model: expected a fastgrad.Sequential or fastgrad.Dense, got {type(model).__name__}")

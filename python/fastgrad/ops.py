@@ -1,0 +1,107 @@
+"""The hand-derived kernels, one forward/backward pair per operation.
+
+Shapes use Keras layout::
+
+    x: (N, I)   kernel: (I, O)   bias: (O,)   y, dy: (N, O)   dx: (N, I)
+
+    dense_forward:   Z = x @ kernel + bias,   y = act(Z)
+    dense_backward:  dZ = dy * act'(Z)   (ReLU: 1 where Z > 0, else 0, as TensorFlow)
+                     dx = dZ @ kernel.T   dkernel = x.T @ dZ   dbias = dZ.sum(0)
+    mse:             L = sum((pred - target)**2) / pred.size
+    mse_grad:        dpred = 2 * (pred - target) / pred.size
+
+Arrays of any numeric dtype are accepted; they are computed in float32 when every floating
+input is float32 (or when there is no floating input) and in float64 otherwise.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import numpy as np
+
+from . import _core
+
+__all__ = ["dense_forward", "dense_backward", "mse", "mse_grad", "sgd_update", "ACTIVATIONS"]
+
+#: activation name -> the code the compiled kernels use
+ACTIVATIONS = {"linear": 0, "relu": 1}
+
+
+def activation_code(activation: str) -> int:
+    """Return the kernel code of ``activation`` ("linear" or "relu"); ValueError otherwise."""
+    try:
+        return ACTIVATIONS[activation]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"activation: expected one of {sorted(ACTIVATIONS)}, got {activation!r}"
+        ) from None
+
+
+def _common_dtype(*arrays) -> np.dtype:
+    floats = [a.dtype for a in arrays if a is not None and a.dtype.kind == "f"]
+    if floats and any(d != np.float32 for d in floats):
+        return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def _coerce(name: str, a, dtype=None) -> np.ndarray:
+    try:
+        arr = np.asarray(a) if dtype is None else np.ascontiguousarray(a, dtype=dtype)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__} ({e})") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name}: expected a numeric array, got dtype {arr.dtype}")
+    return arr
+
+
+def _prepare(**named) -> Tuple[np.ndarray, ...]:
+    raw = {k: (None if v is None else _coerce(k, v)) for k, v in named.items()}
+    dtype = _common_dtype(*raw.values())
+    return tuple(None if v is None else np.ascontiguousarray(v, dtype=dtype) for v in raw.values())
+
+
+def dense_forward(x, kernel, bias=None, activation: str = "linear") -> np.ndarray:
+    """``act(x @ kernel + bias)``; ``bias=None`` means no bias.  Returns a new (N, O) array."""
+    act = activation_code(activation)
+    x, kernel, bias = _prepare(x=x, kernel=kernel, bias=bias)
+    return _core.dense_forward(x, kernel, bias, act)
+
+
+def dense_backward(
+    dy, x, kernel, y, activation: str = "linear", use_bias: bool = True, need_dx: bool = True
+) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
+    """Gradients of a Dense layer given ``dy = dL/dy`` and the forward output ``y``.
+
+    Returns ``(dx, dkernel, dbias)``; ``dx`` is None when ``need_dx`` is False and ``dbias`` is
+    None when ``use_bias`` is False.  ReLU's derivative is read from ``y`` (``y > 0``).
+    """
+    act = activation_code(activation)
+    dy, x, kernel, y = _prepare(dy=dy, x=x, kernel=kernel, y=y)
+    return _core.dense_backward(dy, x, kernel, y, bool(use_bias), act, bool(need_dx))
+
+
+def mse(pred, target) -> float:
+    """Mean squared error over every element: ``sum((pred - target)**2) / pred.size``."""
+    pred, target = _prepare(pred=pred, target=target)
+    return _core.mse(pred, target)
+
+
+def mse_grad(pred, target) -> np.ndarray:
+    """Gradient of :func:`mse` with respect to ``pred``: ``2 * (pred - target) / pred.size``."""
+    pred, target = _prepare(pred=pred, target=target)
+    return _core.mse_grad(pred, target)
+
+
+def sgd_update(w: np.ndarray, g, learning_rate: float) -> float:
+    """In place: ``w -= learning_rate * g``.  Returns ``max |w_new - w_old|``.
+
+    ``w`` must be a writeable, C-contiguous float32 or float64 array (it is updated, never
+    copied); ``g`` is converted to ``w``'s dtype.
+    """
+    if not isinstance(w, np.ndarray) or w.dtype not in (np.float32, np.float64):
+        raise TypeError("w: expected a float32 or float64 NumPy array (updated in place)")
+    if not w.flags.c_contiguous or not w.flags.writeable:
+        raise ValueError("w: expected a writeable C-contiguous array (updated in place)")
+    g = np.ascontiguousarray(_coerce("g", g), dtype=w.dtype)
+    return _core.sgd_update(w, g, float(learning_rate))

@@ -1,0 +1,130 @@
+"""TensorFlow as the oracle: the same model, weights and batches through ``tf.GradientTape``.
+
+Needs the ``tf`` extra (``pip install 'fastgrad[tf]'``).  TensorFlow is imported on first use,
+never by ``import fastgrad``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .gradients import prepare
+from .layers import layers_of
+
+__all__ = ["value_and_grad", "replay", "available"]
+
+_INSTALL = "pip install 'fastgrad[tf]'"
+
+
+def available() -> bool:
+    """Whether TensorFlow can be imported."""
+    try:
+        _tf()
+    except ImportError:
+        return False
+    return True
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    try:
+        import tensorflow as tf
+    except ImportError as e:
+        raise ImportError(f"fastgrad.oracle needs TensorFlow, which is not installed: {_INSTALL}") from e
+    return tf
+
+
+def _loss(tf, spec, variables, x, y):
+    """MSE of the Dense stack ``spec`` [(activation, use_bias)] with ``variables`` on x."""
+    a = x
+    i = 0
+    for activation, use_bias in spec:
+        a = tf.matmul(a, variables[i])
+        i += 1
+        if use_bias:
+            a = a + variables[i]
+            i += 1
+        if activation == "relu":
+            a = tf.nn.relu(a)
+    return tf.reduce_mean(tf.square(a - y))
+
+
+def _spec(layers) -> List[Tuple[str, bool]]:
+    return [(layer.activation, layer.use_bias) for layer in layers]
+
+
+def value_and_grad(model, x, y) -> Tuple[float, List[np.ndarray]]:
+    """TensorFlow's MSE and gradients for ``model`` at its current weights.
+
+    The same contract as :func:`fastgrad.value_and_grad`: ``(loss, [dk1, db1, ...])``.
+    """
+    tf = _tf()
+    layers, x, y = prepare(model, x, y)
+    weights = [w for layer in layers for w in layer._params()]
+    variables = [tf.Variable(w) for w in weights]
+    with tf.GradientTape() as tape:
+        loss = _loss(tf, _spec(layers), variables, tf.constant(x), tf.constant(y))
+    grads = tape.gradient(loss, variables)
+    return float(loss.numpy()), [g.numpy() for g in grads]
+
+
+def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None):
+    """Run ``result``'s steps again in TensorFlow and return TensorFlow's :class:`History`.
+
+    Every step uses the batch ``result`` used (``result.history.batches``, or all of ``x``),
+    from ``initial_weights`` (default: the weights ``result`` started from), with
+    ``var.assign_sub(learning_rate * grad)`` as the walkthrough does.  The returned history
+    records TF's loss and gradient norm at every step and its weights after every step
+    (``weights[p]`` has ``steps + 1`` rows; row 0 is the start).
+    """
+    from .training import FitResult, History
+
+    if not isinstance(result, FitResult):
+        raise TypeError(f"result: expected the FitResult returned by fastgrad.fit, got {type(result).__name__}")
+    tf = _tf()
+    spec = result.model_spec
+    dtype = np.dtype(result.dtype)
+    start = result.initial_weights if initial_weights is None else list(initial_weights)
+    if len(start) != len(result.initial_weights):
+        raise ValueError(f"initial_weights: expected {len(result.initial_weights)} arrays, got {len(start)}")
+    start = [np.asarray(w, dtype=dtype) for w in start]
+    for j, (w, ref) in enumerate(zip(start, result.initial_weights)):
+        if w.shape != ref.shape:
+            raise ValueError(f"initial_weights[{j}]: expected shape {ref.shape}, got {w.shape}")
+    from ._validation import data
+
+    x, y = data(x, y, dtype, outputs=result.initial_weights[-2 if spec[-1][1] else -1].shape[-1])
+    variables = [tf.Variable(w) for w in start]
+    lr = tf.constant(result.learning_rate, dtype=variables[0].dtype)
+    steps = result.steps
+    losses = np.empty(steps)
+    norms = np.empty(steps)
+    weights = [np.empty((steps + 1,) + w.shape, dtype=dtype) for w in start]
+    for p, w in enumerate(start):
+        weights[p][0] = w
+    batches = result.history.batches
+    xt, yt = tf.constant(x), tf.constant(y)
+    for t in range(steps):
+        if batches is None:
+            xb, yb = xt, yt
+        else:
+            xb, yb = tf.constant(x[batches[t]]), tf.constant(y[batches[t]])
+        with tf.GradientTape() as tape:
+            loss = _loss(tf, spec, variables, xb, yb)
+        grads = tape.gradient(loss, variables)
+        for v, g in zip(variables, grads):
+            v.assign_sub(lr * g)
+        losses[t] = float(loss.numpy())
+        norms[t] = float(tf.linalg.global_norm(grads).numpy())
+        for p, v in enumerate(variables):
+            weights[p][t + 1] = v.numpy()
+    return History(
+        loss=losses,
+        grad_norm=norms,
+        batches=None if batches is None else batches.copy(),
+        weights=weights,
+        weight_steps=np.arange(steps + 1),
+    )

@@ -1,0 +1,157 @@
+"""Stopping rules for :func:`fastgrad.fit`.
+
+After every step ``fit`` asks each rule whether to stop; the first that answers True names
+the reason (``result.stopped_by``).  A rule sees a :class:`StepState`.
+
+A custom rule is any callable ``rule(state) -> bool``; its ``name`` attribute (or, for a
+function, its ``__name__``) becomes ``stopped_by``.  A rule with state of its own may define
+``reset()``, which ``fit`` calls before the first step.  Custom rules run in the Python loop.
+
+Note on the walkthrough: its SGD loops test ``tf.abs(L_t, L_{t-1}) <= margin``, which
+TensorFlow reads as ``|L_t| <= margin`` (the second argument is the op's *name*): that is
+:class:`LossBelow`, not :class:`LossDelta`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from ._validation import nonneg_float, positive_int
+
+__all__ = ["StepState", "Rule", "WeightDelta", "LossDelta", "LossBelow", "Plateau", "MaxSteps", "rule_name"]
+
+
+@dataclass
+class StepState:
+    """What a stopping rule or callback sees after step ``step``.
+
+    step : updates made so far (1 after the first step).
+    loss : the loss of this step's batch, before this step's update.
+    prev_loss : the previous step's batch loss (None at step 1).
+    grad_norm : the global L2 norm of this step's gradient.
+    weight_delta : max |θ_t − θ_{t−1}| over every parameter.
+    model : the model, holding the weights after this step's update.
+    """
+
+    step: int
+    loss: float
+    prev_loss: Optional[float]
+    grad_norm: float
+    weight_delta: float
+    model: Any = field(repr=False, default=None)
+
+
+class Rule:
+    """Base of the built-in rules.  ``name`` is what ``stopped_by`` reports."""
+
+    name = "rule"
+
+    def reset(self) -> None:  # pragma: no cover - stateless rules need nothing
+        pass
+
+    def __call__(self, state: StepState) -> bool:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class WeightDelta(Rule):
+    """Stop when ``max |θ_t − θ_{t−1}| <= tol`` over all parameters (E1's rule)."""
+
+    name = "weight_delta"
+
+    def __init__(self, tol: float) -> None:
+        self.tol = nonneg_float("tol", tol)
+
+    def __call__(self, state: StepState) -> bool:
+        return state.weight_delta <= self.tol
+
+    def __repr__(self) -> str:
+        return f"WeightDelta({self.tol!r})"
+
+
+class LossDelta(Rule):
+    """Stop when ``|L_t − L_{t−1}| <= tol`` (needs two steps).
+
+    On a stochastic (minibatch) loss this can fire by chance far from the minimum: two
+    batches of similar loss are enough.  Prefer :class:`Plateau` or :class:`LossBelow` there.
+    """
+
+    name = "loss_delta"
+
+    def __init__(self, tol: float) -> None:
+        self.tol = nonneg_float("tol", tol)
+
+    def __call__(self, state: StepState) -> bool:
+        return state.prev_loss is not None and abs(state.loss - state.prev_loss) <= self.tol
+
+    def __repr__(self) -> str:
+        return f"LossDelta({self.tol!r})"
+
+
+class LossBelow(Rule):
+    """Stop when ``L_t <= tol`` (what the walkthrough's ``tf.abs(L_t, L_{t-1}) <= margin`` tests)."""
+
+    name = "loss_below"
+
+    def __init__(self, tol: float) -> None:
+        self.tol = nonneg_float("tol", tol)
+
+    def __call__(self, state: StepState) -> bool:
+        return state.loss <= self.tol
+
+    def __repr__(self) -> str:
+        return f"LossBelow({self.tol!r})"
+
+
+class Plateau(Rule):
+    """Stop when the best loss seen has not improved by more than ``tol`` for ``patience`` steps.
+
+    A step improves when ``L_t < best − tol``; then ``best = L_t`` and the count restarts.
+    Robust to noisy minibatch losses, unlike :class:`LossDelta`.
+    """
+
+    name = "plateau"
+
+    def __init__(self, tol: float, patience: int) -> None:
+        self.tol = nonneg_float("tol", tol)
+        self.patience = positive_int("patience", patience)
+        self.reset()
+
+    def reset(self) -> None:
+        self.best = math.inf
+        self.wait = 0
+
+    def __call__(self, state: StepState) -> bool:
+        if state.loss < self.best - self.tol:
+            self.best = state.loss
+            self.wait = 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+    def __repr__(self) -> str:
+        return f"Plateau({self.tol!r}, patience={self.patience!r})"
+
+
+class MaxSteps(Rule):
+    """Stop after ``n`` updates."""
+
+    name = "max_steps"
+
+    def __init__(self, n: int) -> None:
+        self.n = positive_int("n", n)
+
+    def __call__(self, state: StepState) -> bool:
+        return state.step >= self.n
+
+    def __repr__(self) -> str:
+        return f"MaxSteps({self.n!r})"
+
+
+def rule_name(rule) -> str:
+    """The name ``stopped_by`` reports for ``rule``."""
+    name = getattr(rule, "name", None)
+    if isinstance(name, str):
+        return name
+    return getattr(rule, "__name__", type(rule).__name__)
