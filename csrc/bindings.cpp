@@ -146,7 +146,7 @@ double sgd_update(Arr<T> w, Arr<T> g, double lr) {
         fail("g: expected the shape of w " + shape_str(w) + ", got " + shape_str(g));
     T* wp = w.mutable_data();
     const T* gp = g.data();
-    return double(fg::sgd_update(wp, gp, T(lr), std::size_t(w.size())));
+    return fg::sgd_update(wp, gp, T(lr), std::size_t(w.size()));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ void dense_forward(T* y, const T* x, const T* k, const T* b, std::size_t n, std:
             for (std::size_t o = 0; o < out; ++o) yr[o] += xv * ki[o];
         }
         if (act == Activation::relu)
-            for (std::size_t o = 0; o < out; ++o) yr[o] = yr[o] > T(0) ? yr[o] : T(0);
+            for (std::size_t o = 0; o < out; ++o) yr[o] = yr[o] < T(0) ? T(0) : yr[o];  // NaN stays NaN
     }
 }
 
@@ -99,21 +99,22 @@ void mse_backward(T* dp, const T* p, const T* t, std::size_t count) {
 
 // ---------------------------------------------------------------------------------------------
 // SGD:  w <- w - lr * g   (lr*g rounded first, then subtracted, as TF's assign_sub(lr * g))
-// Returns max |w_new - w_old| over the buffer (0 for an empty one); NaN if any change is NaN.
+// Returns max |w_new - w_old| over the buffer, taken in double (exact for float); 0 for an empty
+// buffer; NaN if any change is NaN.
 // ---------------------------------------------------------------------------------------------
 template <class T>
-T sgd_update(T* w, const T* g, T lr, std::size_t count) {
-    T delta = T(0);
+double sgd_update(T* w, const T* g, T lr, std::size_t count) {
+    double delta = 0.0;
     bool nan = false;
     for (std::size_t e = 0; e < count; ++e) {
         const T old = w[e];
         const T step = lr * g[e];
         w[e] = old - step;
-        const T d = std::fabs(w[e] - old);
+        const double d = std::fabs(double(w[e]) - double(old));
         if (d > delta) delta = d;
         if (d != d) nan = true;
     }
-    return nan ? T(NAN) : delta;
+    return nan ? double(NAN) : delta;
 }
 
 // Sum of squares, accumulated in double (for the global gradient norm).

@@ -126,25 +126,25 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
         }
     }
     r.grad_norm = std::sqrt(sq);
-    T delta = T(0);
+    double delta = 0.0;
     bool nan_delta = false;
     p = 0;
     for (const auto& L : layers) {
         const std::size_t nk = L.in * L.out;
-        const T dk = sgd_update(L.k, L.dk, lr, nk);
+        const double dk = sgd_update(L.k, L.dk, lr, nk);
         nan_delta |= dk != dk;
         delta = dk > delta ? dk : delta;
         if (r.bad_weight < 0 && !all_finite(L.k, nk)) r.bad_weight = p;
         ++p;
         if (L.b) {
-            const T db = sgd_update(L.b, L.db, lr, L.out);
+            const double db = sgd_update(L.b, L.db, lr, L.out);
             nan_delta |= db != db;
             delta = db > delta ? db : delta;
             if (r.bad_weight < 0 && !all_finite(L.b, L.out)) r.bad_weight = p;
             ++p;
         }
     }
-    r.weight_delta = nan_delta ? double(NAN) : double(delta);
+    r.weight_delta = nan_delta ? double(NAN) : delta;
     return r;
 }
 
