@@ -5,7 +5,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <tuple>
 #include <optional>
 #include <string>
 #include <vector>
@@ -247,11 +249,84 @@ class Net {
 
     const std::vector<Arr<T>>& grads() const { return grads_; }
 
+    // rules: (kind, tol, n) per rule, in the order they are tested; resets the loop state
+    void set_rules(const std::vector<std::tuple<int, double, long long>>& rules) {
+        rules_.clear();
+        for (const auto& [kind, tol, n] : rules) {
+            if (kind < 0 || kind > 4) fail("rules: unknown rule kind " + std::to_string(kind));
+            rules_.push_back(fg::Rule{static_cast<fg::RuleKind>(kind), tol, n});
+        }
+        state_ = fg::LoopState{};
+    }
+
+    // Runs up to nsteps steps natively, the GIL released.  Returns
+    // (steps, stop, bad_grad, bad_weight, recorded); see fg::net_run.
+    py::tuple run(Arr<T> x, Arr<T> y, std::optional<Idx> idx, std::size_t nsteps, double lr,
+                  Arr<double> loss_out, Arr<double> gnorm_out, std::size_t every, std::vector<Arr<T>> wrec,
+                  py::array_t<long long, py::array::c_style> wsteps, py::object flag) {
+        const std::int64_t* ip = nullptr;
+        if (idx) {
+            if (!gather_) fail("idx: this Net was built for the full batch");
+            if (idx->ndim() != 2 || std::size_t(idx->shape(1)) != rows_ || std::size_t(idx->shape(0)) < nsteps)
+                fail("idx: expected shape (>= " + std::to_string(nsteps) + ", " + std::to_string(rows_) +
+                     "), got " + shape_str(*idx));
+            check_xy(x, y, 1);
+            ip = idx->data();
+            const auto n = x.shape(0);
+            for (std::size_t e = 0; e < nsteps * rows_; ++e)
+                if (ip[e] < 0 || ip[e] >= n) fail("idx: index " + std::to_string(ip[e]) + " out of range");
+        } else {
+            if (gather_) fail("idx: this Net draws batches; pass the batch indices");
+            check_xy(x, y, rows_);
+            if (std::size_t(x.shape(0)) != rows_) fail("x: expected " + std::to_string(rows_) + " rows");
+        }
+        if (std::size_t(loss_out.size()) < nsteps || std::size_t(gnorm_out.size()) < nsteps)
+            fail("loss_out, gnorm_out: expected room for every step");
+        std::vector<T*> wp;
+        if (every) {
+            const std::size_t cap = nsteps / every + 1;
+            if (wrec.size() != grads_.size() || std::size_t(wsteps.size()) < cap)
+                fail("wrec: expected one buffer per parameter");
+            for (std::size_t p = 0; p < wrec.size(); ++p) {
+                if (std::size_t(wrec[p].size()) < cap * std::size_t(grads_[p].size()) || !wrec[p].writeable())
+                    fail("wrec: buffer too small");
+                wp.push_back(wrec[p].mutable_data());
+            }
+        }
+        // poll Ctrl-C about every few milliseconds of work
+        std::size_t work = 0;
+        for (const auto& L : layers_) work += L.in * L.out;
+        work *= rows_;
+        const std::size_t poll_every = std::max<std::size_t>(1, std::size_t(4e6) / std::max<std::size_t>(work, 1));
+        auto poll = [&flag]() {
+            py::gil_scoped_acquire gil;
+            if (PyErr_CheckSignals() != 0) {
+                PyErr_Clear();
+                return true;
+            }
+            return !flag.is_none() && py::bool_(flag.attr("hit"));
+        };
+        const T* xp = x.data();
+        const T* yp = y.data();
+        double* lp = loss_out.mutable_data();
+        double* gp = gnorm_out.mutable_data();
+        long long* sp = wsteps.mutable_data();
+        fg::ChunkResult r;
+        {
+            py::gil_scoped_release nogil;
+            r = fg::net_run(scratch_, layers_, xp, yp, ip, nsteps, rows_, T(lr), rules_, state_, lp, gp, every,
+                            wp.data(), sp, poll_every, poll);
+        }
+        return py::make_tuple(r.steps, r.stop, r.bad_grad, r.bad_weight, r.recorded);
+    }
+
   private:
     std::vector<Arr<T>> params_;  // keeps the live arrays alive while we hold their pointers
     std::vector<Arr<T>> grads_;
     std::vector<fg::DenseView<T>> layers_;
     fg::NetScratch<T> scratch_;
+    std::vector<fg::Rule> rules_;
+    fg::LoopState state_;
     std::size_t rows_;
     bool gather_;
 };
@@ -274,7 +349,12 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def("step", &Net<T>::step, py::arg("x").noconvert(), py::arg("y").noconvert(),
              py::arg("idx").noconvert().none(true), py::arg("learning_rate"))
         .def("value_and_grad", &Net<T>::value_and_grad, py::arg("x").noconvert(), py::arg("y").noconvert())
-        .def_property_readonly("grads", &Net<T>::grads);
+        .def_property_readonly("grads", &Net<T>::grads)
+        .def("set_rules", &Net<T>::set_rules, py::arg("rules"))
+        .def("run", &Net<T>::run, py::arg("x").noconvert(), py::arg("y").noconvert(),
+             py::arg("idx").noconvert().none(true), py::arg("nsteps"), py::arg("learning_rate"),
+             py::arg("loss_out").noconvert(), py::arg("gnorm_out").noconvert(), py::arg("every"),
+             py::arg("wrec").noconvert(), py::arg("wsteps").noconvert(), py::arg("flag"));
 }
 
 }  // namespace
@@ -282,6 +362,10 @@ void bind_dtype(py::module_& m, const char* net_name) {
 PYBIND11_MODULE(_core, m) {
     m.doc() = "fastgrad's compiled kernels (private; use fastgrad.ops and fastgrad.fit)";
     m.attr("__version__") = FASTGRAD_VERSION;
+    m.attr("has_blas") = fg::has_blas();
+    m.def("get_blas_min_work", []() { return fg::blas_min_work(); },
+          "products of fewer multiply-adds than this run in the plain loops");
+    m.def("set_blas_min_work", [](std::size_t v) { fg::blas_min_work() = v; }, py::arg("work"));
     bind_dtype<float>(m, "NetF32");
     bind_dtype<double>(m, "NetF64");
 }

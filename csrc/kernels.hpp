@@ -8,6 +8,8 @@
 #include <cmath>
 #include <cstddef>
 
+#include "gemm.hpp"
+
 namespace fg {
 
 enum class Activation : int { linear = 0, relu = 1 };
@@ -21,6 +23,18 @@ enum class Activation : int { linear = 0, relu = 1 };
 template <class T>
 void dense_forward(T* y, const T* x, const T* k, const T* b, std::size_t n, std::size_t in,
                    std::size_t out, Activation act) {
+    if (use_blas(n, in, out)) {
+        gemm(false, false, n, out, in, x, k, y);  // Y = X K
+        for (std::size_t r = 0; r < n; ++r) {
+            T* yr = y + r * out;
+            if (b)
+                for (std::size_t o = 0; o < out; ++o) yr[o] += b[o];
+            if (act == Activation::relu)
+                for (std::size_t o = 0; o < out; ++o) yr[o] = yr[o] < T(0) ? T(0) : yr[o];
+        }
+        return;
+    }
+    // the reference loops (small shapes, where a library call costs more than the work)
     for (std::size_t r = 0; r < n; ++r) {
         T* yr = y + r * out;
         const T* xr = x + r * in;
@@ -45,15 +59,20 @@ void dense_backward(T* dx, T* dk, T* db, T* dz, const T* dy, const T* x, const T
         for (std::size_t e = 0; e < n * out; ++e) dz[e] = y[e] > T(0) ? dy[e] : T(0);
         g = dz;
     }
+    const bool blas = use_blas(n, in, out);
     // dK = X^T dZ
-    for (std::size_t e = 0; e < in * out; ++e) dk[e] = T(0);
-    for (std::size_t r = 0; r < n; ++r) {
-        const T* xr = x + r * in;
-        const T* gr = g + r * out;
-        for (std::size_t i = 0; i < in; ++i) {
-            const T xv = xr[i];
-            T* dki = dk + i * out;
-            for (std::size_t o = 0; o < out; ++o) dki[o] += xv * gr[o];
+    if (blas) {
+        gemm(true, false, in, out, n, x, g, dk);
+    } else {
+        for (std::size_t e = 0; e < in * out; ++e) dk[e] = T(0);
+        for (std::size_t r = 0; r < n; ++r) {
+            const T* xr = x + r * in;
+            const T* gr = g + r * out;
+            for (std::size_t i = 0; i < in; ++i) {
+                const T xv = xr[i];
+                T* dki = dk + i * out;
+                for (std::size_t o = 0; o < out; ++o) dki[o] += xv * gr[o];
+            }
         }
     }
     // db = sum_n dZ[n,:]
@@ -63,7 +82,9 @@ void dense_backward(T* dx, T* dk, T* db, T* dz, const T* dy, const T* x, const T
             for (std::size_t o = 0; o < out; ++o) db[o] += g[r * out + o];
     }
     // dX = dZ K^T
-    if (dx) {
+    if (dx && blas) {
+        gemm(false, true, n, in, out, g, k, dx);
+    } else if (dx) {
         for (std::size_t r = 0; r < n; ++r) {
             const T* gr = g + r * out;
             T* dxr = dx + r * in;
@@ -100,20 +121,24 @@ void mse_backward(T* dp, const T* p, const T* t, std::size_t count) {
 // ---------------------------------------------------------------------------------------------
 // SGD:  w <- w - lr * g   (lr*g rounded first, then subtracted, as TF's assign_sub(lr * g))
 // Returns max |w_new - w_old| over the buffer, taken in double (exact for float); 0 for an empty
-// buffer; NaN if any change is NaN.
+// buffer; NaN if any change is NaN.  `finite` (optional) is set to whether every w_new is finite.
 // ---------------------------------------------------------------------------------------------
 template <class T>
-double sgd_update(T* w, const T* g, T lr, std::size_t count) {
+double sgd_update(T* w, const T* g, T lr, std::size_t count, bool* finite = nullptr) {
     double delta = 0.0;
+    T poison = T(0);  // becomes NaN once any new weight is inf or NaN (inf*0 = NaN)
     bool nan = false;
     for (std::size_t e = 0; e < count; ++e) {
         const T old = w[e];
         const T step = lr * g[e];
-        w[e] = old - step;
-        const double d = std::fabs(double(w[e]) - double(old));
-        if (d > delta) delta = d;
-        if (d != d) nan = true;
+        const T nw = old - step;
+        w[e] = nw;
+        poison += nw * T(0);
+        const double d = std::fabs(double(nw) - double(old));
+        delta = d > delta ? d : delta;
+        nan |= d != d;
     }
+    if (finite) *finite = poison == T(0);
     return nan ? double(NAN) : delta;
 }
 

@@ -112,40 +112,139 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
     r.loss = net_value_and_grad(s, layers, xb, yb, rows);
     r.bad_grad = -1;
     r.bad_weight = -1;
+    // global gradient norm; a non-finite sum of squares sends us to the exact finiteness scan
     double sq = 0.0;
     int p = 0;
     for (const auto& L : layers) {
         const std::size_t nk = L.in * L.out;
-        sq += sum_squares(L.dk, nk);
-        if (r.bad_grad < 0 && !all_finite(L.dk, nk)) r.bad_grad = p;
+        const double sk = sum_squares(L.dk, nk);
+        if (r.bad_grad < 0 && !std::isfinite(sk) && !all_finite(L.dk, nk)) r.bad_grad = p;
+        sq += sk;
         ++p;
         if (L.b) {
-            sq += sum_squares(L.db, L.out);
-            if (r.bad_grad < 0 && !all_finite(L.db, L.out)) r.bad_grad = p;
+            const double sb = sum_squares(L.db, L.out);
+            if (r.bad_grad < 0 && !std::isfinite(sb) && !all_finite(L.db, L.out)) r.bad_grad = p;
+            sq += sb;
             ++p;
         }
     }
     r.grad_norm = std::sqrt(sq);
     double delta = 0.0;
-    bool nan_delta = false;
+    bool nan_delta = false, finite = true;
     p = 0;
     for (const auto& L : layers) {
-        const std::size_t nk = L.in * L.out;
-        const double dk = sgd_update(L.k, L.dk, lr, nk);
+        const double dk = sgd_update(L.k, L.dk, lr, L.in * L.out, &finite);
+        if (r.bad_weight < 0 && !finite) r.bad_weight = p;
         nan_delta |= dk != dk;
         delta = dk > delta ? dk : delta;
-        if (r.bad_weight < 0 && !all_finite(L.k, nk)) r.bad_weight = p;
         ++p;
         if (L.b) {
-            const double db = sgd_update(L.b, L.db, lr, L.out);
+            const double db = sgd_update(L.b, L.db, lr, L.out, &finite);
+            if (r.bad_weight < 0 && !finite) r.bad_weight = p;
             nan_delta |= db != db;
             delta = db > delta ? db : delta;
-            if (r.bad_weight < 0 && !all_finite(L.b, L.out)) r.bad_weight = p;
             ++p;
         }
     }
     r.weight_delta = nan_delta ? double(NAN) : delta;
     return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The native loop: many steps in a row with the built-in stopping rules, in the same order and
+// with the same arithmetic as the Python loop in training.py (rules compare doubles).
+// ---------------------------------------------------------------------------------------------
+enum class RuleKind : int { weight_delta = 0, loss_delta = 1, loss_below = 2, plateau = 3, max_steps = 4 };
+
+struct Rule {
+    RuleKind kind;
+    double tol;
+    long long n;  // patience (plateau) or the step count (max_steps)
+    double best = INFINITY;
+    long long wait = 0;
+};
+
+struct LoopState {
+    long long step = 0;  // updates made so far, over every chunk
+    bool has_prev = false;
+    double prev_loss = 0.0;
+};
+
+// stop: -1 still running, -2 diverged, -3 interrupted, >= 0 the index of the rule that fired
+struct ChunkResult {
+    std::size_t steps = 0;
+    int stop = -1;
+    int bad_grad = -1;
+    int bad_weight = -1;
+    std::size_t recorded = 0;
+};
+
+inline bool rule_fires(Rule& r, const LoopState& st, double loss, double weight_delta) {
+    switch (r.kind) {
+        case RuleKind::weight_delta: return weight_delta <= r.tol;
+        case RuleKind::loss_delta: return st.has_prev && std::fabs(loss - st.prev_loss) <= r.tol;
+        case RuleKind::loss_below: return loss <= r.tol;
+        case RuleKind::plateau:
+            if (loss < r.best - r.tol) {
+                r.best = loss;
+                r.wait = 0;
+                return false;
+            }
+            return ++r.wait >= r.n;
+        case RuleKind::max_steps: return st.step >= r.n;
+    }
+    return false;
+}
+
+// Runs up to `nsteps` steps.  idx: (nsteps, rows) batch indices, or null for the full batch.
+// loss_out, gnorm_out: nsteps each.  With every > 0, the parameters after each step t with
+// t % every == 0 are copied to row `recorded` of wrec[p] (capacity nsteps / every + 1 rows) and
+// t to wsteps[recorded].  poll() is called every poll_every steps; true means stop (Ctrl-C).
+template <class T, class Poll>
+ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
+                    const std::int64_t* idx, std::size_t nsteps, std::size_t rows, T lr,
+                    std::vector<Rule>& rules, LoopState& st, double* loss_out, double* gnorm_out,
+                    std::size_t every, T* const* wrec, long long* wsteps, std::size_t poll_every,
+                    Poll&& poll) {
+    ChunkResult out;
+    for (std::size_t i = 0; i < nsteps; ++i) {
+        const StepResult r = net_step(s, layers, x, y, idx ? idx + i * rows : nullptr, rows, lr);
+        loss_out[i] = r.loss;
+        gnorm_out[i] = r.grad_norm;
+        ++st.step;
+        out.steps = i + 1;
+        if (every && st.step % static_cast<long long>(every) == 0) {
+            int p = 0;
+            for (const auto& L : layers) {
+                const std::size_t nk = L.in * L.out;
+                T* dst = wrec[p++] + out.recorded * nk;
+                for (std::size_t e = 0; e < nk; ++e) dst[e] = L.k[e];
+                if (L.b) {
+                    T* db = wrec[p++] + out.recorded * L.out;
+                    for (std::size_t e = 0; e < L.out; ++e) db[e] = L.b[e];
+                }
+            }
+            wsteps[out.recorded++] = st.step;
+        }
+        if (!std::isfinite(r.loss) || r.bad_grad >= 0 || r.bad_weight >= 0) {
+            out.stop = -2;
+            out.bad_grad = r.bad_grad;
+            out.bad_weight = r.bad_weight;
+            return out;
+        }
+        for (std::size_t j = 0; j < rules.size(); ++j)
+            if (rule_fires(rules[j], st, r.loss, r.weight_delta)) {
+                out.stop = int(j);
+                return out;
+            }
+        st.prev_loss = r.loss;
+        st.has_prev = true;
+        if (poll_every && (i + 1) % poll_every == 0 && poll()) {
+            out.stop = -3;
+            return out;
+        }
+    }
+    return out;
 }
 
 }  // namespace fg

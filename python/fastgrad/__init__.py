@@ -7,6 +7,11 @@ and TensorFlow as an optional oracle.
     result = fg.fit(model, x, y, optimizer=fg.SGD(0.1), stop=[fg.stop.LossBelow(1e-4)])
 """
 
+try:  # loads the OpenBLAS library that _core links against (also found through _core's RPATH)
+    import scipy_openblas32 as _scipy_openblas32  # noqa: F401
+except ImportError:  # pragma: no cover - a build with -DFASTGRAD_BLAS=OFF does not need it
+    pass
+
 from . import ops, stop
 from ._core import __version__
 from .data import minmax

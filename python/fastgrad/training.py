@@ -209,6 +209,7 @@ def fit(
     record_weights=False,
     on_divergence: str = "warn",
     callbacks: Sequence[Callable[[_stop.StepState], Any]] = (),
+    loop: str = "auto",
 ) -> FitResult:
     """Train ``model`` (a Sequential or a single Dense) on ``(x, y)`` under MSE, in place.
 
@@ -228,6 +229,9 @@ def fit(
     on_divergence : "warn" (a :class:`DivergenceWarning`) or "raise" (a :class:`DivergenceError`)
         when the loss, a gradient or a weight becomes non-finite.  Either way the run stops.
     callbacks : callables ``cb(state)`` run after every step.
+    loop : "auto" (the default), "native" or "python".  The native loop (C++, no return to
+        Python between steps) runs whenever every rule is a built-in one and there are no
+        callbacks; otherwise the Python loop runs.  Both give the same trajectory, bit for bit.
 
     Every argument is checked before anything changes.  Ctrl-C stops the run after the
     current step and returns the partial result with ``stopped_by="interrupted"``.
@@ -256,6 +260,13 @@ def fit(
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
 
+    native = _native_rules(rules) if not callbacks else None
+    if loop not in ("auto", "python", "native"):
+        raise ValueError(f"loop: expected 'auto', 'python' or 'native', got {loop!r}")
+    if loop == "native" and native is None:
+        raise ValueError("loop: 'native' runs only the built-in stopping rules and no callbacks")
+    use_native = native is not None and loop != "python"
+
     params = [w for layer in layers for w in layer._params()]
     initial = [w.copy() for w in params]
     dtype = layers[0].dtype
@@ -263,35 +274,27 @@ def fit(
     Net = _core.NetF32 if dtype == np.float32 else _core.NetF64
     net = Net(params, [lay.use_bias for lay in layers], [lay._act for lay in layers], rows, batch_size is not None)
     stream = None if batch_size is None else BatchStream(n, batch_size, sampling, seed)
+    rec = _Records(params, every)
+    names = _param_names(layers)
 
     for r in rules:
         if hasattr(r, "reset"):
             r.reset()
-    names = _param_names(layers)
     start = time.perf_counter()
-    stopped_by, divergence, run = _python_loop(net, x, y, stream, lr, rules, callbacks, every, params, names, model)
+    if use_native:
+        net.set_rules(native)
+        stopped_by, divergence = _native_loop(net, x, y, stream, lr, rules, rec, names)
+    else:
+        stopped_by, divergence = _python_loop(net, x, y, stream, lr, rules, callbacks, rec, names, model)
     seconds = time.perf_counter() - start
 
-    steps = run["steps"]
-    hist = History(
-        loss=np.asarray(run["loss"][:steps], dtype=np.float64),
-        grad_norm=np.asarray(run["grad_norm"][:steps], dtype=np.float64),
-        batches=None if stream is None else _stack_batches(run["chunks"], steps, batch_size),
-    )
-    if every:
-        w_steps = run["w_steps"]
-        if w_steps[-1] != steps:  # the final weights are always recorded
-            run["w_rows"].append([w.copy() for w in params])
-            w_steps.append(steps)
-        hist.weights = [np.stack([row[p] for row in run["w_rows"]]) for p in range(len(params))]
-        hist.weight_steps = np.asarray(w_steps)
     with np.errstate(all="ignore"):
         final = _full_loss(layers, x, y)
     result = FitResult(
         stopped_by=stopped_by,
-        steps=steps,
+        steps=rec.steps,
         final_loss=final,
-        history=hist,
+        history=rec.history(params, batch_size),
         seed=seed,
         learning_rate=lr,
         batch_size=batch_size,
@@ -301,6 +304,7 @@ def fit(
         model_spec=[(lay.activation, lay.use_bias) for lay in layers],
         divergence=divergence,
         seconds=seconds,
+        loop="native" if use_native else "python",
     )
     if divergence is not None:
         if on_divergence == "raise":
@@ -314,12 +318,6 @@ def _full_loss(layers, x, y) -> float:
     for layer in layers:
         a = _core.dense_forward(a, layer.kernel, layer.bias, layer._act, False)
     return float(_core.mse(a, y))
-
-
-def _stack_batches(chunks: List[np.ndarray], steps: int, k: int) -> np.ndarray:
-    if not chunks:
-        return np.empty((0, k), dtype=np.int64)
-    return np.concatenate(chunks)[:steps].copy()
 
 
 class _SigintFlag:
@@ -360,56 +358,150 @@ def _divergence_message(step, loss, grad_norm, bad_grad, bad_weight, names) -> O
     )
 
 
-def _python_loop(net, x, y, stream, lr, rules, callbacks, every, params, names, model):
-    """The reference loop.  Returns (stopped_by, divergence message or None, records)."""
-    run = {"steps": 0, "loss": [], "grad_norm": [], "chunks": [], "w_rows": [], "w_steps": []}
-    if every:
-        run["w_rows"].append([w.copy() for w in params])
-        run["w_steps"].append(0)
-    losses, norms = run["loss"], run["grad_norm"]
+class _Records:
+    """What a loop records: per-step losses and norms, batch blocks, weight rows."""
+
+    def __init__(self, params, every: int) -> None:
+        self.params = params  # the live parameter arrays
+        self.every = every
+        self.steps = 0
+        self.loss: List[np.ndarray] = []
+        self.grad_norm: List[np.ndarray] = []
+        self.chunks: List[np.ndarray] = []
+        self.w: Optional[List[List[np.ndarray]]] = [[w.copy()[None]] for w in params] if every else None
+        self.w_steps: List[np.ndarray] = [np.zeros(1, dtype=np.int64)] if every else []
+
+    def history(self, params, batch_size) -> History:
+        steps = self.steps
+        loss = np.concatenate(self.loss)[:steps] if self.loss else np.empty(0)
+        norm = np.concatenate(self.grad_norm)[:steps] if self.grad_norm else np.empty(0)
+        batches = None
+        if batch_size is not None:
+            batches = np.concatenate(self.chunks)[:steps].copy() if self.chunks else np.empty((0, batch_size), np.int64)
+        h = History(loss=loss, grad_norm=norm, batches=batches)
+        if self.every:
+            w_steps = np.concatenate(self.w_steps)
+            weights = [np.concatenate(rows) for rows in self.w]
+            if w_steps[-1] != steps:  # the final weights are always recorded
+                weights = [np.concatenate([w, p[None]]) for w, p in zip(weights, params)]
+                w_steps = np.append(w_steps, steps)
+            h.weights, h.weight_steps = weights, w_steps
+        return h
+
+
+def _python_loop(net, x, y, stream, lr, rules, callbacks, rec: _Records, names, model):
+    """The reference loop, one compiled step per iteration.  Returns (stopped_by, divergence)."""
+    losses: List[float] = []
+    norms: List[float] = []
+    w_rows: List[List[np.ndarray]] = []
+    w_steps: List[int] = []
+    params = rec.params
     chunk, ci = None, 0
     prev_loss = None
     stopped_by, divergence = None, None
     step_fn = net.step
+    every = rec.every
+    try:
+        with _SigintFlag() as sigint:
+            while True:
+                if sigint.hit:
+                    stopped_by = "interrupted"
+                    break
+                # 1. draw the batch
+                if stream is None:
+                    idx = None
+                else:
+                    if chunk is None or ci == len(chunk):
+                        chunk, ci = stream.next_chunk(), 0
+                        rec.chunks.append(chunk)
+                    idx = chunk[ci]
+                    ci += 1
+                # 2-5. forward, loss, backward, update (one compiled step)
+                loss, gnorm, delta, bad_g, bad_w = step_fn(x, y, idx, lr)
+                losses.append(loss)
+                norms.append(gnorm)
+                t = len(losses)
+                if every and t % every == 0:
+                    w_rows.append([w.copy() for w in params])
+                    w_steps.append(t)
+                # 6. divergence, then the stopping rules
+                divergence = _divergence_message(t, loss, gnorm, bad_g, bad_w, names)
+                if divergence is not None:
+                    stopped_by = "diverged"
+                    break
+                state = _stop.StepState(t, loss, prev_loss, gnorm, delta, model)
+                for cb in callbacks:
+                    cb(state)
+                for r in rules:
+                    if r(state):
+                        stopped_by = _stop.rule_name(r)
+                        break
+                if stopped_by is not None:
+                    break
+                prev_loss = loss
+    finally:
+        rec.steps = len(losses)
+        rec.loss.append(np.asarray(losses, dtype=np.float64))
+        rec.grad_norm.append(np.asarray(norms, dtype=np.float64))
+        if every and w_rows:
+            for p in range(len(params)):
+                rec.w[p].append(np.stack([row[p] for row in w_rows]))
+            rec.w_steps.append(np.asarray(w_steps, dtype=np.int64))
+    return stopped_by, divergence
+
+
+# kinds understood by the native loop (csrc/net.hpp RuleKind); exact types only, so that a
+# subclass with its own __call__ runs in the Python loop
+_NATIVE_KINDS = {_stop.WeightDelta: 0, _stop.LossDelta: 1, _stop.LossBelow: 2, _stop.Plateau: 3, _stop.MaxSteps: 4}
+
+
+def _native_rules(rules) -> Optional[List[Tuple[int, float, int]]]:
+    """The rules as (kind, tol, n) for the native loop, or None if one is not built in."""
+    out = []
+    for r in rules:
+        kind = _NATIVE_KINDS.get(type(r))
+        if kind is None:
+            return None
+        out.append((kind, float(getattr(r, "tol", 0.0)), int(getattr(r, "patience", getattr(r, "n", 0)))))
+    return out
+
+
+FULL_BATCH_CHUNK = 4096  # steps per native call when there are no batch indices to draw
+
+
+def _native_loop(net, x, y, stream, lr, rules, rec: _Records, names):
+    """Chunks of steps in C++; returns (stopped_by, divergence) like the Python loop."""
+    every = rec.every
+    params = rec.params
+    stopped_by = divergence = None
     with _SigintFlag() as sigint:
-        while True:
+        while stopped_by is None:
             if sigint.hit:
                 stopped_by = "interrupted"
                 break
-            # 1. draw the batch
-            if stream is None:
-                idx = None
-            else:
-                if chunk is None or ci == len(chunk):
-                    chunk, ci = stream.next_chunk(), 0
-                    run["chunks"].append(chunk)
-                idx = chunk[ci]
-                ci += 1
-            # 2-5. forward, loss, backward, update (one compiled step)
-            loss, gnorm, delta, bad_g, bad_w = step_fn(x, y, idx, lr)
-            losses.append(loss)
-            norms.append(gnorm)
-            run["steps"] = t = len(losses)
-            if every and t % every == 0:
-                run["w_rows"].append([w.copy() for w in params])
-                run["w_steps"].append(t)
-            # 6. divergence, then the stopping rules
-            divergence = _divergence_message(t, loss, gnorm, bad_g, bad_w, names)
-            if divergence is not None:
+            chunk = None if stream is None else stream.next_chunk()
+            nsteps = FULL_BATCH_CHUNK if chunk is None else len(chunk)
+            loss = np.empty(nsteps)
+            norm = np.empty(nsteps)
+            cap = nsteps // every + 1 if every else 0
+            wrec = [np.empty((cap,) + p.shape, dtype=p.dtype) for p in params] if every else []
+            wsteps = np.empty(cap, dtype=np.int64) if every else np.empty(0, dtype=np.int64)
+            steps, code, bad_g, bad_w, nrec = net.run(x, y, chunk, nsteps, lr, loss, norm, every, wrec, wsteps, sigint)
+            rec.loss.append(loss[:steps])
+            rec.grad_norm.append(norm[:steps])
+            if chunk is not None:
+                rec.chunks.append(chunk[:steps])
+            if nrec:
+                for p in range(len(params)):
+                    rec.w[p].append(wrec[p][:nrec])
+                rec.w_steps.append(wsteps[:nrec])
+            rec.steps += steps
+            if code == -2:
                 stopped_by = "diverged"
-                break
-            state = _stop.StepState(t, loss, prev_loss, gnorm, delta, model)
-            for cb in callbacks:
-                cb(state)
-            for r in rules:
-                if r(state):
-                    stopped_by = _stop.rule_name(r)
-                    break
-            if stopped_by is not None:
-                break
-            prev_loss = loss
-    if stream is not None and run["chunks"]:
-        # trim the last chunk to what was used (keeps the concatenation small)
-        used = run["steps"] - sum(len(c) for c in run["chunks"][:-1])
-        run["chunks"][-1] = run["chunks"][-1][:used]
-    return stopped_by, divergence, run
+                last = float(loss[steps - 1])
+                divergence = _divergence_message(rec.steps, last, float(norm[steps - 1]), bad_g, bad_w, names)
+            elif code == -3:
+                stopped_by = "interrupted"
+            elif code >= 0:
+                stopped_by = _stop.rule_name(rules[code])
+    return stopped_by, divergence

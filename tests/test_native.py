@@ -1,0 +1,173 @@
+"""The native loop (C++) against the Python loop: the same trajectory, bit for bit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+import numpy as np
+import pytest
+
+import fastgrad as fg
+from fastgrad import _core, stop
+
+
+def data(n=30, d=4, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d))
+    return x, x @ rng.normal(size=d) + 1.0
+
+
+def model(dtype, seed=0):
+    return fg.Sequential([fg.Dense(6, "relu", dtype=dtype), fg.Dense(1, dtype=dtype)], seed=seed)
+
+
+def assert_same_run(a, b):
+    assert (a.stopped_by, a.steps, a.divergence) == (b.stopped_by, b.steps, b.divergence)
+    assert a.history.loss.tobytes() == b.history.loss.tobytes()
+    assert a.history.grad_norm.tobytes() == b.history.grad_norm.tobytes()
+    if a.history.batches is None:
+        assert b.history.batches is None
+    else:
+        assert a.history.batches.tobytes() == b.history.batches.tobytes()
+    assert (a.history.weights is None) == (b.history.weights is None)
+    if a.history.weights is not None:
+        assert a.history.weight_steps.tolist() == b.history.weight_steps.tolist()
+        for u, v in zip(a.history.weights, b.history.weights):
+            assert u.dtype == v.dtype and u.tobytes() == v.tobytes()
+    assert a.final_loss == b.final_loss or (np.isnan(a.final_loss) and np.isnan(b.final_loss))
+
+
+def both(make_model, x, y, **kw):
+    runs = []
+    for loop in ("python", "native"):
+        m = make_model()
+        r = fg.fit(m, x, y, loop=loop, **kw)
+        assert r.loop == loop
+        runs.append((r, m))
+    return runs
+
+
+RULES = {
+    "max_steps": [stop.MaxSteps(300)],
+    "loss_below": [stop.LossBelow(0.05), stop.MaxSteps(3000)],
+    "loss_delta": [stop.LossDelta(1e-3), stop.MaxSteps(3000)],
+    "weight_delta": [stop.WeightDelta(1e-4), stop.MaxSteps(3000)],
+    "plateau": [stop.Plateau(1e-4, patience=20), stop.MaxSteps(3000)],
+    "all": [stop.WeightDelta(1e-6), stop.LossDelta(1e-7), stop.LossBelow(1e-4), stop.Plateau(1e-5, 50), stop.MaxSteps(5000)],
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_size, sampling", [(None, "random"), (1, "random"), (3, "random"), (4, "shuffle")])
+@pytest.mark.parametrize("rules", list(RULES))
+def test_native_and_python_loops_agree_bit_for_bit(dtype, batch_size, sampling, rules):
+    x, y = data()
+    (a, ma), (b, mb) = both(lambda: model(dtype), x, y, optimizer=fg.SGD(0.02), batch_size=batch_size,
+                            sampling=sampling, stop=RULES[rules], seed=5, record_weights=7)
+    assert_same_run(a, b)
+    for u, v in zip(ma.get_weights(), mb.get_weights()):
+        assert u.tobytes() == v.tobytes()
+
+
+def test_native_loop_runs_by_default_and_python_loop_for_custom_rules():
+    x, y = data()
+    assert fg.fit(model("float32"), x, y, stop=stop.MaxSteps(3)).loop == "native"
+    assert fg.fit(model("float32"), x, y, stop=[lambda s: s.step == 3]).loop == "python"
+    assert fg.fit(model("float32"), x, y, stop=stop.MaxSteps(3), callbacks=[print]).loop == "python"
+    with pytest.raises(ValueError, match="loop: 'native' runs only the built-in stopping rules"):
+        fg.fit(model("float32"), x, y, stop=[lambda s: True], loop="native")
+    with pytest.raises(ValueError, match="loop: expected 'auto', 'python' or 'native'"):
+        fg.fit(model("float32"), x, y, loop="cuda")
+
+
+def test_divergence_is_the_same_in_both_loops():
+    x, y = fg.data.e4_data()
+
+    def one_weight():
+        layer = fg.Dense(1, use_bias=False)
+        layer.set_weights([[[2.0]]])
+        return layer
+
+    with pytest.warns(fg.DivergenceWarning) as caught:
+        (a, _), (b, _) = both(one_weight, x, y, optimizer=fg.SGD(0.001), batch_size=1, stop=stop.MaxSteps(30),
+                              seed=42, record_weights=True)
+    assert a.stopped_by == "diverged"
+    assert_same_run(a, b)
+    assert [str(w.message) for w in caught][0] == [str(w.message) for w in caught][1]
+
+
+def test_runs_longer_than_a_chunk_agree():
+    x, y = data(n=9)
+    (a, _), (b, _) = both(lambda: model("float32"), x, y, optimizer=fg.SGD(0.01), stop=stop.MaxSteps(9000), seed=1)
+    assert a.steps == 9000
+    assert_same_run(a, b)
+    (a, _), (b, _) = both(lambda: model("float32"), x, y, optimizer=fg.SGD(0.01), batch_size=2,
+                          stop=stop.MaxSteps(9000), seed=1, record_weights=1000)
+    assert_same_run(a, b)
+
+
+def big_case(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(256, 120))
+    y = rng.normal(size=(256, 10))
+    m = fg.Sequential([fg.Dense(96, "relu"), fg.Dense(10)], seed=seed)
+    return m, x, y
+
+
+def test_fit_in_threads_gives_the_same_bits_as_one_after_another():
+    kw = dict(optimizer=fg.SGD(0.01), batch_size=64, stop=stop.MaxSteps(40), record_weights=10)
+    sequential = []
+    for s in range(4):
+        m, x, y = big_case(s)
+        sequential.append(fg.fit(m, x, y, seed=s, **kw))
+    threaded = [None] * 4
+
+    def work(s):
+        m, x, y = big_case(s)
+        threaded[s] = fg.fit(m, x, y, seed=s, **kw)
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(sequential, threaded):
+        assert_same_run(a, b)
+
+
+def test_ctrl_c_interrupts_the_native_loop():
+    x, y = data()
+    m = model("float32")
+    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        r = fg.fit(m, x, y, optimizer=fg.SGD(1e-6), batch_size=2, stop=stop.MaxSteps(10**9), record_weights=1000)
+    finally:
+        timer.cancel()
+    assert r.loop == "native" and r.stopped_by == "interrupted"
+    assert 0 < r.steps < 10**9
+    assert len(r.history.loss) == len(r.history.batches) == r.steps
+    assert r.history.weight_steps[-1] == r.steps
+    for w, live in zip(r.history.weights, m.get_weights()):
+        assert w[-1].tobytes() == live.tobytes()
+
+
+@pytest.mark.skipif(not _core.has_blas, reason="built without OpenBLAS")
+@pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
+def test_blas_and_plain_loops_agree(dtype, tol):
+    rng = np.random.default_rng(0)
+    m = fg.Sequential([fg.Dense(70, "relu", dtype=dtype), fg.Dense(5, dtype=dtype)], seed=0)
+    x, y = rng.normal(size=(90, 60)), rng.normal(size=(90, 5))
+    old = _core.get_blas_min_work()
+    try:
+        _core.set_blas_min_work(1)
+        l_blas, g_blas = fg.value_and_grad(m, x, y)
+        _core.set_blas_min_work(2**62)
+        l_loop, g_loop = fg.value_and_grad(m, x, y)
+    finally:
+        _core.set_blas_min_work(old)
+    assert abs(l_blas - l_loop) <= tol * abs(l_loop)
+    for a, b in zip(g_blas, g_loop):
+        assert np.abs(a - b).max() <= tol * np.abs(b).max()
