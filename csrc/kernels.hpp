@@ -1,6 +1,7 @@
 // fastgrad kernels: hand-derived forward/backward pairs, plain templated C++.
 // No Python, no validation, no allocation: callers pass every buffer and every size.
 // Argument order (as in llm.c): outputs first, then inputs, then sizes; gradients carry a `d`.
+// Pointers are __restrict: outputs never alias inputs (except where a comment says so).
 //
 // Shapes, Keras layout:  X:(N,I)  K:(I,O)  b:(O)  Z,Y,dY,dZ:(N,O)  dX:(N,I)  dK:(I,O)  db:(O)
 #pragma once
@@ -9,6 +10,8 @@
 #include <cstddef>
 
 #include "gemm.hpp"
+
+#define FG_R __restrict
 
 namespace fg {
 
@@ -21,28 +24,22 @@ enum class Activation : int { linear = 0, relu = 1 };
 //   dX = dZ K^T  (N,I)     dK = X^T dZ  (I,O)     db = sum over n of dZ[n,:]  (O)
 // ---------------------------------------------------------------------------------------------
 template <class T>
-void dense_forward(T* y, const T* x, const T* k, const T* b, std::size_t n, std::size_t in,
-                   std::size_t out, Activation act) {
-    if (use_blas(n, in, out)) {
-        gemm(false, false, n, out, in, x, k, y);  // Y = X K
-        for (std::size_t r = 0; r < n; ++r) {
-            T* yr = y + r * out;
-            if (b)
-                for (std::size_t o = 0; o < out; ++o) yr[o] += b[o];
-            if (act == Activation::relu)
-                for (std::size_t o = 0; o < out; ++o) yr[o] = yr[o] < T(0) ? T(0) : yr[o];
-        }
-        return;
-    }
-    // the reference loops (small shapes, where a library call costs more than the work)
+void dense_forward(T* FG_R y, const T* FG_R x, const T* FG_R k, const T* FG_R b, std::size_t n,
+                   std::size_t in, std::size_t out, Activation act) {
+    const bool blas = use_blas(n, in, out);
+    if (blas) gemm(false, false, n, out, in, x, k, y);  // Y = X K
     for (std::size_t r = 0; r < n; ++r) {
-        T* yr = y + r * out;
-        const T* xr = x + r * in;
-        for (std::size_t o = 0; o < out; ++o) yr[o] = b ? b[o] : T(0);
-        for (std::size_t i = 0; i < in; ++i) {
-            const T xv = xr[i];
-            const T* ki = k + i * out;
-            for (std::size_t o = 0; o < out; ++o) yr[o] += xv * ki[o];
+        T* FG_R yr = y + r * out;
+        if (!blas) {  // the reference loops (small shapes: a library call costs more than the work)
+            const T* FG_R xr = x + r * in;
+            for (std::size_t o = 0; o < out; ++o) yr[o] = b ? b[o] : T(0);
+            for (std::size_t i = 0; i < in; ++i) {
+                const T xv = xr[i];
+                const T* FG_R ki = k + i * out;
+                for (std::size_t o = 0; o < out; ++o) yr[o] += xv * ki[o];
+            }
+        } else if (b) {
+            for (std::size_t o = 0; o < out; ++o) yr[o] += b[o];
         }
         if (act == Activation::relu)
             for (std::size_t o = 0; o < out; ++o) yr[o] = yr[o] < T(0) ? T(0) : yr[o];  // NaN stays NaN
@@ -50,10 +47,11 @@ void dense_forward(T* y, const T* x, const T* k, const T* b, std::size_t n, std:
 }
 
 // dx and db may be null (first layer; no bias). dz is an (N,O) scratch buffer, used for ReLU only;
-// it may alias dy (the backward pass then overwrites dy).
+// it may be dy itself (the backward pass then overwrites dy).
 template <class T>
-void dense_backward(T* dx, T* dk, T* db, T* dz, const T* dy, const T* x, const T* k, const T* y,
-                    std::size_t n, std::size_t in, std::size_t out, Activation act) {
+void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, const T* FG_R x,
+                    const T* FG_R k, const T* FG_R y, std::size_t n, std::size_t in, std::size_t out,
+                    Activation act) {
     const T* g = dy;
     if (act == Activation::relu) {
         for (std::size_t e = 0; e < n * out; ++e) dz[e] = y[e] > T(0) ? dy[e] : T(0);
@@ -66,11 +64,11 @@ void dense_backward(T* dx, T* dk, T* db, T* dz, const T* dy, const T* x, const T
     } else {
         for (std::size_t e = 0; e < in * out; ++e) dk[e] = T(0);
         for (std::size_t r = 0; r < n; ++r) {
-            const T* xr = x + r * in;
-            const T* gr = g + r * out;
+            const T* FG_R xr = x + r * in;
+            const T* FG_R gr = g + r * out;
             for (std::size_t i = 0; i < in; ++i) {
                 const T xv = xr[i];
-                T* dki = dk + i * out;
+                T* FG_R dki = dk + i * out;
                 for (std::size_t o = 0; o < out; ++o) dki[o] += xv * gr[o];
             }
         }
@@ -78,18 +76,20 @@ void dense_backward(T* dx, T* dk, T* db, T* dz, const T* dy, const T* x, const T
     // db = sum_n dZ[n,:]
     if (db) {
         for (std::size_t o = 0; o < out; ++o) db[o] = T(0);
-        for (std::size_t r = 0; r < n; ++r)
-            for (std::size_t o = 0; o < out; ++o) db[o] += g[r * out + o];
+        for (std::size_t r = 0; r < n; ++r) {
+            const T* FG_R gr = g + r * out;
+            for (std::size_t o = 0; o < out; ++o) db[o] += gr[o];
+        }
     }
     // dX = dZ K^T
     if (dx && blas) {
         gemm(false, true, n, in, out, g, k, dx);
     } else if (dx) {
         for (std::size_t r = 0; r < n; ++r) {
-            const T* gr = g + r * out;
-            T* dxr = dx + r * in;
+            const T* FG_R gr = g + r * out;
+            T* FG_R dxr = dx + r * in;
             for (std::size_t i = 0; i < in; ++i) {
-                const T* ki = k + i * out;
+                const T* FG_R ki = k + i * out;
                 T s = T(0);
                 for (std::size_t o = 0; o < out; ++o) s += gr[o] * ki[o];
                 dxr[i] = s;
@@ -103,7 +103,7 @@ void dense_backward(T* dx, T* dk, T* db, T* dz, const T* dy, const T* x, const T
 // (the sum is accumulated in double; dP multiplies by the reciprocal, as TF's gradient does)
 // ---------------------------------------------------------------------------------------------
 template <class T>
-T mse_forward(const T* p, const T* t, std::size_t count) {
+T mse_forward(const T* FG_R p, const T* FG_R t, std::size_t count) {
     double s = 0.0;
     for (std::size_t e = 0; e < count; ++e) {
         const double d = double(p[e]) - double(t[e]);
@@ -113,45 +113,61 @@ T mse_forward(const T* p, const T* t, std::size_t count) {
 }
 
 template <class T>
-void mse_backward(T* dp, const T* p, const T* t, std::size_t count) {
+void mse_backward(T* FG_R dp, const T* FG_R p, const T* FG_R t, std::size_t count) {
     const T scale = T(1) / T(count);
     for (std::size_t e = 0; e < count; ++e) dp[e] = (T(2) * (p[e] - t[e])) * scale;
+}
+
+// Both at once, with the same arithmetic as the pair above (one pass; used by the training step).
+template <class T>
+T mse_forward_backward(T* FG_R dp, const T* FG_R p, const T* FG_R t, std::size_t count) {
+    const T scale = T(1) / T(count);
+    double s = 0.0;
+    for (std::size_t e = 0; e < count; ++e) {
+        const double d = double(p[e]) - double(t[e]);
+        s += d * d;
+        dp[e] = (T(2) * (p[e] - t[e])) * scale;
+    }
+    return T(s / double(count));
 }
 
 // ---------------------------------------------------------------------------------------------
 // SGD:  w <- w - lr * g   (lr*g rounded first, then subtracted, as TF's assign_sub(lr * g))
 // Returns max |w_new - w_old| over the buffer, taken in double (exact for float); 0 for an empty
-// buffer; NaN if any change is NaN.  `finite` (optional) is set to whether every w_new is finite.
+// buffer; NaN if any change is NaN.
+// Optional, in the same pass: *sq += sum of g^2 (in double, for the gradient norm) and
+// *finite &= every new weight is finite.
 // ---------------------------------------------------------------------------------------------
 template <class T>
-double sgd_update(T* w, const T* g, T lr, std::size_t count, bool* finite = nullptr) {
-    double delta = 0.0;
+double sgd_update(T* FG_R w, const T* FG_R g, T lr, std::size_t count, double* sq = nullptr,
+                  bool* finite = nullptr) {
+    double delta = 0.0, s = 0.0;
     T poison = T(0);  // becomes NaN once any new weight is inf or NaN (inf*0 = NaN)
-    bool nan = false;
     for (std::size_t e = 0; e < count; ++e) {
+        const T ge = g[e];
         const T old = w[e];
-        const T step = lr * g[e];
-        const T nw = old - step;
+        const T nw = old - lr * ge;
         w[e] = nw;
+        s += double(ge) * double(ge);
         poison += nw * T(0);
         const double d = std::fabs(double(nw) - double(old));
-        delta = d > delta ? d : delta;
-        nan |= d != d;
+        delta = d > delta ? d : delta;  // a NaN d is caught below (poison, or the caller's norm)
     }
-    if (finite) *finite = poison == T(0);
-    return nan ? double(NAN) : delta;
+    if (sq) *sq += s;
+    if (finite) *finite = *finite && poison == T(0);
+    return poison == T(0) ? delta : double(NAN);
 }
 
 // Sum of squares, accumulated in double (for the global gradient norm).
 template <class T>
-double sum_squares(const T* a, std::size_t count) {
+double sum_squares(const T* FG_R a, std::size_t count) {
     double s = 0.0;
     for (std::size_t e = 0; e < count; ++e) s += double(a[e]) * double(a[e]);
     return s;
 }
 
 template <class T>
-bool all_finite(const T* a, std::size_t count) {
+bool all_finite(const T* FG_R a, std::size_t count) {
     for (std::size_t e = 0; e < count; ++e)
         if (!std::isfinite(a[e])) return false;
     return true;
@@ -159,10 +175,10 @@ bool all_finite(const T* a, std::size_t count) {
 
 // Gather rows: out[r,:] = src[idx[r],:]   (idx already checked to lie in range)
 template <class T, class I>
-void gather_rows(T* out, const T* src, const I* idx, std::size_t rows, std::size_t width) {
+void gather_rows(T* FG_R out, const T* FG_R src, const I* FG_R idx, std::size_t rows, std::size_t width) {
     for (std::size_t r = 0; r < rows; ++r) {
-        const T* s = src + static_cast<std::size_t>(idx[r]) * width;
-        T* d = out + r * width;
+        const T* FG_R s = src + static_cast<std::size_t>(idx[r]) * width;
+        T* FG_R d = out + r * width;
         for (std::size_t c = 0; c < width; ++c) d[c] = s[c];
     }
 }

@@ -76,15 +76,54 @@ const T* net_forward(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
     return in;
 }
 
+// A single small Dense layer, fused row by row: the same operations in the same order as
+// dense_forward + mse_forward_backward + dense_backward (so the same bits), without the passes.
+template <class T>
+double dense1_value_and_grad(const DenseView<T>& L, T* FG_R z, const T* FG_R x, const T* FG_R y,
+                             std::size_t rows) {
+    const std::size_t in = L.in, out = L.out;
+    const T scale = T(1) / T(rows * out);
+    const T* FG_R k = L.k;
+    const T* FG_R b = L.b;
+    T* FG_R dk = L.dk;
+    T* FG_R db = L.db;
+    for (std::size_t e = 0; e < in * out; ++e) dk[e] = T(0);
+    if (db)
+        for (std::size_t o = 0; o < out; ++o) db[o] = T(0);
+    double s = 0.0;
+    for (std::size_t r = 0; r < rows; ++r) {
+        const T* FG_R xr = x + r * in;
+        const T* FG_R yr = y + r * out;
+        for (std::size_t o = 0; o < out; ++o) z[o] = b ? b[o] : T(0);
+        for (std::size_t i = 0; i < in; ++i)
+            for (std::size_t o = 0; o < out; ++o) z[o] += xr[i] * k[i * out + o];
+        for (std::size_t o = 0; o < out; ++o) {
+            T p = z[o];
+            if (L.act == Activation::relu) p = p < T(0) ? T(0) : p;
+            const double d = double(p) - double(yr[o]);
+            s += d * d;
+            T g = (T(2) * (p - yr[o])) * scale;
+            if (L.act == Activation::relu) g = p > T(0) ? g : T(0);
+            z[o] = g;
+        }
+        for (std::size_t i = 0; i < in; ++i)
+            for (std::size_t o = 0; o < out; ++o) dk[i * out + o] += xr[i] * z[o];
+        if (db)
+            for (std::size_t o = 0; o < out; ++o) db[o] += z[o];
+    }
+    return double(T(s / double(rows * out)));
+}
+
 // Loss and gradients (into each layer's dk/db) at the current weights, for `rows` rows of x, y.
 template <class T>
 double net_value_and_grad(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x,
                           const T* y, std::size_t rows) {
+    if (layers.size() == 1 && !use_blas(rows, layers[0].in, layers[0].out))
+        return dense1_value_and_grad(layers[0], s.acts[0].data(), x, y, rows);
     const T* p = net_forward(s, layers, x, rows);
     const std::size_t last = layers.size() - 1;
     const std::size_t count = rows * layers[last].out;
-    const T loss = mse_forward(p, y, count);
-    mse_backward(s.grad_in[last].data(), p, y, count);
+    const T loss = mse_forward_backward(s.grad_in[last].data(), p, y, count);
     for (std::size_t l = layers.size(); l-- > 0;) {
         const auto& L = layers[l];
         T* dx = l > 0 ? s.grad_in[l - 1].data() : nullptr;
@@ -112,38 +151,32 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
     r.loss = net_value_and_grad(s, layers, xb, yb, rows);
     r.bad_grad = -1;
     r.bad_weight = -1;
-    // global gradient norm; a non-finite sum of squares sends us to the exact finiteness scan
-    double sq = 0.0;
-    int p = 0;
+    // one pass per parameter: the update, its gradient's sum of squares, the largest change and
+    // the finiteness of the new weights.  A non-finite sum of squares (or new weight) sends us to
+    // the exact scans that name the first bad parameter.
+    double sq = 0.0, delta = 0.0;
+    bool finite = true, nan_delta = false;
     for (const auto& L : layers) {
-        const std::size_t nk = L.in * L.out;
-        const double sk = sum_squares(L.dk, nk);
-        if (r.bad_grad < 0 && !std::isfinite(sk) && !all_finite(L.dk, nk)) r.bad_grad = p;
-        sq += sk;
-        ++p;
+        const double dk = sgd_update(L.k, L.dk, lr, L.in * L.out, &sq, &finite);
+        nan_delta |= dk != dk;
+        delta = dk > delta ? dk : delta;
         if (L.b) {
-            const double sb = sum_squares(L.db, L.out);
-            if (r.bad_grad < 0 && !std::isfinite(sb) && !all_finite(L.db, L.out)) r.bad_grad = p;
-            sq += sb;
-            ++p;
+            const double db = sgd_update(L.b, L.db, lr, L.out, &sq, &finite);
+            nan_delta |= db != db;
+            delta = db > delta ? db : delta;
         }
     }
     r.grad_norm = std::sqrt(sq);
-    double delta = 0.0;
-    bool nan_delta = false, finite = true;
-    p = 0;
-    for (const auto& L : layers) {
-        const double dk = sgd_update(L.k, L.dk, lr, L.in * L.out, &finite);
-        if (r.bad_weight < 0 && !finite) r.bad_weight = p;
-        nan_delta |= dk != dk;
-        delta = dk > delta ? dk : delta;
-        ++p;
-        if (L.b) {
-            const double db = sgd_update(L.b, L.db, lr, L.out, &finite);
-            if (r.bad_weight < 0 && !finite) r.bad_weight = p;
-            nan_delta |= db != db;
-            delta = db > delta ? db : delta;
-            ++p;
+    if (!std::isfinite(sq) || !finite) {
+        int p = 0;
+        for (const auto& L : layers) {
+            for (int j = 0; j < (L.b ? 2 : 1); ++j, ++p) {
+                const T* g = j ? L.db : L.dk;
+                const T* w = j ? L.b : L.k;
+                const std::size_t c = j ? L.out : L.in * L.out;
+                if (r.bad_grad < 0 && !all_finite(g, c)) r.bad_grad = p;
+                if (r.bad_weight < 0 && !all_finite(w, c)) r.bad_weight = p;
+            }
         }
     }
     r.weight_delta = nan_delta ? double(NAN) : delta;

@@ -161,6 +161,38 @@ void net_case(std::mt19937_64& rng) {
     expect(std::isnan(c.loss) && c.bad_grad == 0 && c.bad_weight == 0, "net_step reports NaN", 0, 0);
 }
 
+// The fused single-layer step gives the bits of the separate kernels.
+template <class T>
+void single_layer_case(std::mt19937_64& rng) {
+    std::uniform_int_distribution<int> dim(1, 9);
+    std::normal_distribution<double> nd;
+    const std::size_t n = dim(rng), in = dim(rng), out = dim(rng);
+    const bool relu = rng() & 1, bias = rng() & 1;
+    const fg::Activation act = relu ? fg::Activation::relu : fg::Activation::linear;
+    std::vector<T> x(n * in), y(n * out), k(in * out), b(out);
+    for (auto* v : {&x, &y, &k, &b})
+        for (auto& e : *v) e = T(nd(rng));
+    // by hand, kernel by kernel
+    std::vector<T> p(n * out), dp(n * out), dz(n * out), rk(in * out), rb(out), k2 = k, b2 = b;
+    fg::dense_forward(p.data(), x.data(), k.data(), bias ? b.data() : nullptr, n, in, out, act);
+    const T loss = fg::mse_forward(p.data(), y.data(), n * out);
+    fg::mse_backward(dp.data(), p.data(), y.data(), n * out);
+    fg::dense_backward<T>(nullptr, rk.data(), bias ? rb.data() : nullptr, dz.data(), dp.data(), x.data(), k.data(),
+                          p.data(), n, in, out, act);
+    fg::sgd_update(k2.data(), rk.data(), T(0.01), in * out);
+    if (bias) fg::sgd_update(b2.data(), rb.data(), T(0.01), out);
+    // the training step
+    std::vector<T> dk(in * out), db(out);
+    std::vector<fg::DenseView<T>> layers{{k.data(), bias ? b.data() : nullptr, dk.data(), bias ? db.data() : nullptr,
+                                          in, out, act}};
+    fg::NetScratch<T> s;
+    s.resize(layers, n, false);
+    const fg::StepResult r = fg::net_step(s, layers, x.data(), y.data(), nullptr, n, T(0.01));
+    expect(r.loss == double(loss), "fused single layer: loss", std::fabs(r.loss - double(loss)), 0);
+    expect(dk == rk && (!bias || db == rb), "fused single layer: gradients", 0, 0);
+    expect(k == k2 && (!bias || b == b2), "fused single layer: update", 0, 0);
+}
+
 }  // namespace
 
 int main() {
@@ -170,6 +202,10 @@ int main() {
         dense_case<float>(rng, 1e-5);
         mse_and_sgd_case<double>(rng, 1e-12);
         mse_and_sgd_case<float>(rng, 1e-5);
+    }
+    for (int i = 0; i < 100; ++i) {
+        single_layer_case<double>(rng);
+        single_layer_case<float>(rng);
     }
     for (int i = 0; i < 20; ++i) {
         net_case<double>(rng);
