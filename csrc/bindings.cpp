@@ -36,6 +36,33 @@ std::string shape_str(const py::array& a) {
 
 [[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
 
+// Hot paths take py::array and check it here: pybind11's array_t caster goes through
+// PyArray_FromAny on every call (about 0.7 µs an argument), these checks read the header.
+template <class T>
+bool is_exact(const py::array& a) {
+    static const int num = py::dtype::of<T>().num();
+    return a.dtype().num() == num && (a.flags() & py::array::c_style) && a.dtype().byteorder() != '>';
+}
+
+template <class T>
+Arr<T> exact(const py::array& a, const char* name, const char* dtype) {
+    if (!is_exact<T>(a))
+        throw py::type_error(std::string(name) + ": expected a C-contiguous " + dtype + " array");
+    return py::reinterpret_borrow<Arr<T>>(a);
+}
+
+// x for a forward pass: any numeric array-like, converted (a copy) only when it must be
+template <class T>
+Arr<T> as_input(py::handle x) {
+    if (py::isinstance<py::array>(x)) {
+        auto a = py::reinterpret_borrow<py::array>(x);
+        if (is_exact<T>(a)) return py::reinterpret_borrow<Arr<T>>(a);
+    }
+    ArrIn<T> conv = ArrIn<T>::ensure(x);  // converts lists, ints, strided views; null if it cannot
+    if (!conv) throw py::type_error("x: expected a numeric array");
+    return py::reinterpret_borrow<Arr<T>>(conv);
+}
+
 void need_ndim(const py::array& a, py::ssize_t nd, const char* name, const char* layout) {
     if (a.ndim() != nd)
         fail(std::string(name) + ": expected a " + std::to_string(nd) + "-D array " + layout +
@@ -68,7 +95,25 @@ DenseShape check_dense(const py::array& x, const Arr<T>& k, const std::optional<
 }
 
 template <class T>
-Arr<T> dense_forward(ArrIn<T> x, Arr<T> k, std::optional<Arr<T>> b, int act, bool check_finite) {
+Arr<T> dense_forward_t(Arr<T> x, Arr<T> k, std::optional<Arr<T>> b, int act, bool check_finite);
+
+// One entry for both dtypes: the kernel's dtype decides; x is converted to it when needed.
+py::array dense_forward(py::handle x, py::array k, py::object b, int act, bool check_finite) {
+    if (is_exact<float>(k)) {
+        std::optional<Arr<float>> bb;
+        if (!b.is_none()) bb = exact<float>(py::reinterpret_borrow<py::array>(b), "bias", "float32");
+        return dense_forward_t<float>(as_input<float>(x), exact<float>(k, "kernel", "float32"), bb, act, check_finite);
+    }
+    if (is_exact<double>(k)) {
+        std::optional<Arr<double>> bb;
+        if (!b.is_none()) bb = exact<double>(py::reinterpret_borrow<py::array>(b), "bias", "float64");
+        return dense_forward_t<double>(as_input<double>(x), exact<double>(k, "kernel", "float64"), bb, act, check_finite);
+    }
+    throw py::type_error("kernel: expected a C-contiguous float32 or float64 array");
+}
+
+template <class T>
+Arr<T> dense_forward_t(Arr<T> x, Arr<T> k, std::optional<Arr<T>> b, int act, bool check_finite) {
     const auto [n, in, out] = check_dense<T>(x, k, b);
     const fg::Activation a = to_act(act);
     const T* xp = x.data();
@@ -206,7 +251,11 @@ class Net {
             fail("x, y: shapes " + shape_str(x) + ", " + shape_str(y) + " do not fit this network");
     }
 
-    py::tuple step(Arr<T> x, Arr<T> y, std::optional<Idx> idx, double lr) {
+    py::tuple step(const py::array& xa, const py::array& ya, py::handle idxh, double lr) {
+        const Arr<T> x = exact<T>(xa, "x", dtype_name());
+        const Arr<T> y = exact<T>(ya, "y", dtype_name());
+        std::optional<Idx> idx;
+        if (!idxh.is_none()) idx = exact<std::int64_t>(py::reinterpret_borrow<py::array>(idxh), "idx", "int64");
         const std::int64_t* ip = nullptr;
         std::size_t rows = rows_;
         if (idx) {
@@ -261,6 +310,8 @@ class Net {
 
     // Runs up to nsteps steps natively, the GIL released.  Returns
     // (steps, stop, bad_grad, bad_weight, recorded); see fg::net_run.
+    static const char* dtype_name() { return sizeof(T) == 4 ? "float32" : "float64"; }
+
     py::tuple run(Arr<T> x, Arr<T> y, std::optional<Idx> idx, std::size_t nsteps, double lr,
                   Arr<double> loss_out, Arr<double> gnorm_out, std::size_t every, std::vector<Arr<T>> wrec,
                   py::array_t<long long, py::array::c_style> wsteps, py::object flag) {
@@ -333,8 +384,6 @@ class Net {
 
 template <class T>
 void bind_dtype(py::module_& m, const char* net_name) {
-    m.def("dense_forward", &dense_forward<T>, py::arg("x"), py::arg("kernel").noconvert(),
-          py::arg("bias").noconvert().none(true), py::arg("activation"), py::arg("check_finite") = false);
     m.def("dense_backward", &dense_backward<T>, py::arg("dy").noconvert(), py::arg("x").noconvert(),
           py::arg("kernel").noconvert(), py::arg("y").noconvert(), py::arg("has_bias"), py::arg("activation"),
           py::arg("need_dx"));
@@ -346,8 +395,8 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def(py::init<std::vector<Arr<T>>, std::vector<bool>, std::vector<int>, std::size_t, bool>(),
              py::arg("params").noconvert(), py::arg("has_bias"), py::arg("activations"), py::arg("rows"),
              py::arg("gather"))
-        .def("step", &Net<T>::step, py::arg("x").noconvert(), py::arg("y").noconvert(),
-             py::arg("idx").noconvert().none(true), py::arg("learning_rate"))
+        .def("step", &Net<T>::step, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("idx"),
+             py::arg("learning_rate"))
         .def("value_and_grad", &Net<T>::value_and_grad, py::arg("x").noconvert(), py::arg("y").noconvert())
         .def_property_readonly("grads", &Net<T>::grads)
         .def("set_rules", &Net<T>::set_rules, py::arg("rules"))
@@ -366,6 +415,8 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_blas_min_work", []() { return fg::blas_min_work(); },
           "products of fewer multiply-adds than this run in the plain loops");
     m.def("set_blas_min_work", [](std::size_t v) { fg::blas_min_work() = v; }, py::arg("work"));
+    m.def("dense_forward", &dense_forward, py::arg("x"), py::arg("kernel").noconvert(), py::arg("bias").none(true),
+          py::arg("activation"), py::arg("check_finite") = false);
     bind_dtype<float>(m, "NetF32");
     bind_dtype<double>(m, "NetF64");
 }

@@ -15,7 +15,6 @@ TensorFlow reads as ``|L_t| <= margin`` (the second argument is the op's *name*)
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ._validation import nonneg_float, positive_int
@@ -23,7 +22,6 @@ from ._validation import nonneg_float, positive_int
 __all__ = ["StepState", "Rule", "WeightDelta", "LossDelta", "LossBelow", "Plateau", "MaxSteps", "rule_name"]
 
 
-@dataclass
 class StepState:
     """What a stopping rule or callback sees after step ``step``.
 
@@ -35,12 +33,21 @@ class StepState:
     model : the model, holding the weights after this step's update.
     """
 
-    step: int
-    loss: float
-    prev_loss: Optional[float]
-    grad_norm: float
-    weight_delta: float
-    model: Any = field(repr=False, default=None)
+
+    __slots__ = ("step", "loss", "prev_loss", "grad_norm", "weight_delta", "model")
+
+    def __init__(self, step: int, loss: float, prev_loss: Optional[float], grad_norm: float,
+                 weight_delta: float, model: Any = None) -> None:
+        self.step = step
+        self.loss = loss
+        self.prev_loss = prev_loss
+        self.grad_norm = grad_norm
+        self.weight_delta = weight_delta
+        self.model = model
+
+    def __repr__(self) -> str:
+        return (f"StepState(step={self.step}, loss={self.loss!r}, prev_loss={self.prev_loss!r}, "
+                f"grad_norm={self.grad_norm!r}, weight_delta={self.weight_delta!r})")
 
 
 class Rule:

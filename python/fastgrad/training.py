@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from math import isfinite
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -401,6 +402,7 @@ def _python_loop(net, x, y, stream, lr, rules, callbacks, rec: _Records, names, 
     stopped_by, divergence = None, None
     step_fn = net.step
     every = rec.every
+    StepState = _stop.StepState
     try:
         with _SigintFlag() as sigint:
             while True:
@@ -425,11 +427,11 @@ def _python_loop(net, x, y, stream, lr, rules, callbacks, rec: _Records, names, 
                     w_rows.append([w.copy() for w in params])
                     w_steps.append(t)
                 # 6. divergence, then the stopping rules
-                divergence = _divergence_message(t, loss, gnorm, bad_g, bad_w, names)
-                if divergence is not None:
+                if bad_g >= 0 or bad_w >= 0 or not isfinite(loss):
+                    divergence = _divergence_message(t, loss, gnorm, bad_g, bad_w, names)
                     stopped_by = "diverged"
                     break
-                state = _stop.StepState(t, loss, prev_loss, gnorm, delta, model)
+                state = StepState(t, loss, prev_loss, gnorm, delta, model)
                 for cb in callbacks:
                     cb(state)
                 for r in rules:
