@@ -27,7 +27,7 @@ def prepare(model, x, y):
             f"x: the model is built for inputs of width {layers[0].input_dim}, got shape {x.shape}"
         )
     if not all(layer.built for layer in layers):
-        (model if len(layers) > 1 else layers[0]).build(x.shape[1])
+        model.build(x.shape[1])  # a Sequential seeds its layers from its own seed
     return layers, x, y
 
 

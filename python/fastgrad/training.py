@@ -88,6 +88,12 @@ class History:
     def __len__(self) -> int:
         return len(self.loss)
 
+    def to_dataframe(self):
+        """One row per step: step, loss, grad_norm (and the batch indices); needs pandas."""
+        from .plotting import history_to_dataframe
+
+        return history_to_dataframe(self)
+
 
 @dataclass
 class FitResult:
@@ -115,6 +121,12 @@ class FitResult:
     divergence: Optional[str] = None
     seconds: float = 0.0
     loop: str = "python"
+
+    def plot(self, ax=None):
+        """Loss, gradient norm (and weights, when recorded) per step, with matplotlib."""
+        from .plotting import plot_result
+
+        return plot_result(self, ax=ax)
 
 
 class BatchStream:
