@@ -415,6 +415,11 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_blas_min_work", []() { return fg::blas_min_work(); },
           "products of fewer multiply-adds than this run in the plain loops");
     m.def("set_blas_min_work", [](std::size_t v) { fg::blas_min_work() = v; }, py::arg("work"));
+    m.def("all_finite", [](const py::array& a) {
+        if (is_exact<float>(a)) return fg::all_finite(static_cast<const float*>(a.data()), std::size_t(a.size()));
+        if (is_exact<double>(a)) return fg::all_finite(static_cast<const double*>(a.data()), std::size_t(a.size()));
+        throw py::type_error("a: expected a C-contiguous float32 or float64 array");
+    }, py::arg("a"), "whether every element is finite");
     m.def("dense_forward", &dense_forward, py::arg("x"), py::arg("kernel").noconvert(), py::arg("bias").none(true),
           py::arg("activation"), py::arg("check_finite") = false);
     bind_dtype<float>(m, "NetF32");

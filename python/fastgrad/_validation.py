@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Tuple
 
 import numpy as np
+
+from . import _core
 
 
 def as_array(name: str, a, dtype: np.dtype) -> np.ndarray:
@@ -24,7 +27,11 @@ def as_array(name: str, a, dtype: np.dtype) -> np.ndarray:
 
 
 def check_finite(name: str, a: np.ndarray) -> None:
-    if not np.isfinite(a).all():
+    if a.dtype.kind == "f" and a.flags.c_contiguous and a.dtype.itemsize in (4, 8):
+        ok = _core.all_finite(a)  # one pass, no temporary
+    else:
+        ok = bool(np.isfinite(a).all())
+    if not ok:
         raise ValueError(f"{name}: contains NaN or inf")
 
 
@@ -70,7 +77,7 @@ def positive_float(name: str, v) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a positive number, got {v!r}")
     v = float(v)
-    if not (np.isfinite(v) and v > 0):
+    if not (math.isfinite(v) and v > 0):
         raise ValueError(f"{name}: expected a finite number > 0, got {v!r}")
     return v
 
@@ -79,6 +86,6 @@ def nonneg_float(name: str, v) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a number >= 0, got {v!r}")
     v = float(v)
-    if not (np.isfinite(v) and v >= 0):
+    if not (math.isfinite(v) and v >= 0):
         raise ValueError(f"{name}: expected a finite number >= 0, got {v!r}")
     return v

@@ -140,10 +140,17 @@ class BatchStream:
     Every consumer that draws chunks in order sees the same stream, so loops agree.
     """
 
+    #: chunk sizes (in steps) for "random": they start small, so a short run draws little,
+    #: and double up to MAX_CHUNK_STEPS; the schedule depends on nothing but batch_size, so a
+    #: seed gives the same batches whatever stops the run
+    FIRST_CHUNK_STEPS = 64
+    MAX_CHUNK_STEPS = 8192
+
     def __init__(self, n: int, batch_size: int, sampling: str, seed: int) -> None:
         self.n, self.k, self.sampling = n, batch_size, sampling
         self.rng = np.random.default_rng(seed)
-        self.chunk_steps = max(1, 8192 // batch_size)
+        self._cap = max(1, self.MAX_CHUNK_STEPS // batch_size)
+        self._next = min(self.FIRST_CHUNK_STEPS, self._cap)
 
     def next_chunk(self) -> np.ndarray:
         """The next (steps, batch_size) int64 block of indices."""
@@ -151,7 +158,10 @@ class BatchStream:
         if self.sampling == "shuffle":
             perm = rng.permutation(n)
             return np.ascontiguousarray(perm[: (n // k) * k].reshape(-1, k), dtype=np.int64)
-        s = self.chunk_steps
+        s = self._next
+        self._next = min(2 * s, self._cap)
+        if k == 1:
+            return rng.integers(0, n, size=(s, 1), dtype=np.int64)
         out = np.empty((s, k), dtype=np.int64)
         # Floyd: for j = n-k .. n-1, draw t in [0, j]; take t unless already taken, else take j
         for c, j in enumerate(range(n - k, n)):
@@ -301,8 +311,7 @@ def fit(
         stopped_by, divergence = _python_loop(net, x, y, stream, lr, rules, callbacks, rec, names, model)
     seconds = time.perf_counter() - start
 
-    with np.errstate(all="ignore"):
-        final = _full_loss(layers, x, y)
+    final = _full_loss(layers, x, y)
     result = FitResult(
         stopped_by=stopped_by,
         steps=rec.steps,
