@@ -87,6 +87,27 @@ double dense1_value_and_grad(const DenseView<T>& L, T* FG_R z, const T* FG_R x, 
     const T* FG_R b = L.b;
     T* FG_R dk = L.dk;
     T* FG_R db = L.db;
+    const bool relu = L.act == Activation::relu;
+    if (out == 1) {  // one output (W1-W4 of the benchmarks): scalar code, no short vector loops
+        const T b0 = b ? b[0] : T(0);
+        T db0 = T(0);
+        double s = 0.0;
+        for (std::size_t i = 0; i < in; ++i) dk[i] = T(0);
+        for (std::size_t r = 0; r < rows; ++r) {
+            const T* FG_R xr = x + r * in;
+            T z0 = b0;
+            for (std::size_t i = 0; i < in; ++i) z0 += xr[i] * k[i];
+            const T p = relu && z0 < T(0) ? T(0) : z0;
+            const double d = double(p) - double(y[r]);
+            s += d * d;
+            T g = (T(2) * (p - y[r])) * scale;
+            if (relu) g = p > T(0) ? g : T(0);
+            for (std::size_t i = 0; i < in; ++i) dk[i] += xr[i] * g;
+            db0 += g;
+        }
+        if (db) db[0] = db0;
+        return double(T(s / double(rows)));
+    }
     for (std::size_t e = 0; e < in * out; ++e) dk[e] = T(0);
     if (db)
         for (std::size_t o = 0; o < out; ++o) db[o] = T(0);
@@ -99,11 +120,11 @@ double dense1_value_and_grad(const DenseView<T>& L, T* FG_R z, const T* FG_R x, 
             for (std::size_t o = 0; o < out; ++o) z[o] += xr[i] * k[i * out + o];
         for (std::size_t o = 0; o < out; ++o) {
             T p = z[o];
-            if (L.act == Activation::relu) p = p < T(0) ? T(0) : p;
+            if (relu) p = p < T(0) ? T(0) : p;
             const double d = double(p) - double(yr[o]);
             s += d * d;
             T g = (T(2) * (p - yr[o])) * scale;
-            if (L.act == Activation::relu) g = p > T(0) ? g : T(0);
+            if (relu) g = p > T(0) ? g : T(0);
             z[o] = g;
         }
         for (std::size_t i = 0; i < in; ++i)
