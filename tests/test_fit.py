@@ -268,6 +268,15 @@ def test_optimizer_and_rules_reject_bad_arguments(make, exc, msg):
         make()
 
 
+def test_a_failed_fit_does_not_build_the_model():
+    model = fg.Sequential([fg.Dense(2, "relu"), fg.Dense(1)], seed=0)
+    with pytest.raises(ValueError, match="batch_size: expected at most"):
+        fg.fit(model, X, Y, batch_size=50)
+    with pytest.raises(ValueError, match="loop: expected"):
+        fg.fit(model, X, Y, loop="gpu")
+    assert not model.built
+
+
 def test_fit_rejects_a_non_model():
     with pytest.raises(TypeError, match="model: expected a fastgrad.Sequential or fastgrad.Dense"):
         fg.fit([fg.Dense(1)], X, Y)

@@ -13,8 +13,8 @@ from .layers import layers_of
 __all__ = ["value_and_grad", "prepare"]
 
 
-def prepare(model, x, y):
-    """Validate ``(x, y)`` for ``model`` and build it if needed.
+def prepare(model, x, y, build: bool = True):
+    """Validate ``(x, y)`` for ``model`` and (with ``build``) build it if needed.
 
     Returns ``(layers, x, y)`` with ``x``, ``y`` C-contiguous in the model's dtype, ``y`` 2-D.
     Raises ValueError/TypeError, naming the argument, before anything changes.
@@ -26,7 +26,7 @@ def prepare(model, x, y):
         raise ValueError(
             f"x: the model is built for inputs of width {layers[0].input_dim}, got shape {x.shape}"
         )
-    if not all(layer.built for layer in layers):
+    if build and not all(layer.built for layer in layers):
         model.build(x.shape[1])  # a Sequential seeds its layers from its own seed
     return layers, x, y
 

@@ -278,17 +278,18 @@ def fit(
     for i, cb in enumerate(callbacks):
         if not callable(cb):
             raise TypeError(f"callbacks[{i}]: expected a callable taking a StepState, got {type(cb).__name__}")
-    layers, x, y = prepare(model, x, y)  # validates x, y; builds an unbuilt model
-    n = x.shape[0]
-    if batch_size is not None and batch_size > n:
-        raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
-
     native = _native_rules(rules) if not callbacks else None
     if loop not in ("auto", "python", "native"):
         raise ValueError(f"loop: expected 'auto', 'python' or 'native', got {loop!r}")
     if loop == "native" and native is None:
         raise ValueError("loop: 'native' runs only the built-in stopping rules and no callbacks")
     use_native = native is not None and loop != "python"
+    layers, x, y = prepare(model, x, y, build=False)  # validates x, y
+    n = x.shape[0]
+    if batch_size is not None and batch_size > n:
+        raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
+    if not all(layer.built for layer in layers):
+        model.build(x.shape[1])  # as a first call would; the only change before training
 
     params = [w for layer in layers for w in layer._params()]
     initial = [w.copy() for w in params]
