@@ -312,22 +312,35 @@ class Net {
     // (steps, stop, bad_grad, bad_weight, recorded); see fg::net_run.
     static const char* dtype_name() { return sizeof(T) == 4 ? "float32" : "float64"; }
 
-    py::tuple run(Arr<T> x, Arr<T> y, std::optional<Idx> idx, std::size_t nsteps, double lr,
-                  Arr<double> loss_out, Arr<double> gnorm_out, std::size_t every, std::vector<Arr<T>> wrec,
+    // idx: (>= nsteps, rows) int64; with a sampler it is filled (and must be writeable),
+    // without one it holds the batches to use.  None: the full batch.
+    py::tuple run(const py::array& xa, const py::array& ya, py::handle idxh, py::handle samplerh, std::size_t nsteps,
+                  double lr, Arr<double> loss_out, Arr<double> gnorm_out, std::size_t every, std::vector<Arr<T>> wrec,
                   py::array_t<long long, py::array::c_style> wsteps, py::object flag) {
-        const std::int64_t* ip = nullptr;
-        if (idx) {
+        const Arr<T> x = exact<T>(xa, "x", dtype_name());
+        const Arr<T> y = exact<T>(ya, "y", dtype_name());
+        std::int64_t* ip = nullptr;
+        fg::Sampler* sampler = samplerh.is_none() ? nullptr : samplerh.cast<fg::Sampler*>();
+        if (!idxh.is_none()) {
+            Idx idx = exact<std::int64_t>(py::reinterpret_borrow<py::array>(idxh), "idx", "int64");
             if (!gather_) fail("idx: this Net was built for the full batch");
-            if (idx->ndim() != 2 || std::size_t(idx->shape(1)) != rows_ || std::size_t(idx->shape(0)) < nsteps)
+            if (idx.ndim() != 2 || std::size_t(idx.shape(1)) != rows_ || std::size_t(idx.shape(0)) < nsteps)
                 fail("idx: expected shape (>= " + std::to_string(nsteps) + ", " + std::to_string(rows_) +
-                     "), got " + shape_str(*idx));
+                     "), got " + shape_str(idx));
             check_xy(x, y, 1);
-            ip = idx->data();
-            const auto n = x.shape(0);
-            for (std::size_t e = 0; e < nsteps * rows_; ++e)
-                if (ip[e] < 0 || ip[e] >= n) fail("idx: index " + std::to_string(ip[e]) + " out of range");
+            if (sampler) {
+                if (!idx.writeable()) fail("idx: expected a writeable array for the sampler to fill");
+                if (sampler->k() != rows_ || sampler->n() != std::size_t(x.shape(0)))
+                    fail("sampler: drawn for other sizes than this run");
+                ip = idx.mutable_data();
+            } else {
+                ip = const_cast<std::int64_t*>(idx.data());
+                const auto n = x.shape(0);
+                for (std::size_t e = 0; e < nsteps * rows_; ++e)
+                    if (ip[e] < 0 || ip[e] >= n) fail("idx: index " + std::to_string(ip[e]) + " out of range");
+            }
         } else {
-            if (gather_) fail("idx: this Net draws batches; pass the batch indices");
+            if (gather_ || sampler) fail("idx: this Net draws batches; pass the batch indices");
             check_xy(x, y, rows_);
             if (std::size_t(x.shape(0)) != rows_) fail("x: expected " + std::to_string(rows_) + " rows");
         }
@@ -365,7 +378,7 @@ class Net {
         fg::ChunkResult r;
         {
             py::gil_scoped_release nogil;
-            r = fg::net_run(scratch_, layers_, xp, yp, ip, nsteps, rows_, T(lr), rules_, state_, lp, gp, every,
+            r = fg::net_run(scratch_, layers_, xp, yp, ip, sampler, nsteps, rows_, T(lr), rules_, state_, lp, gp, every,
                             wp.data(), sp, poll_every, poll);
         }
         return py::make_tuple(r.steps, r.stop, r.bad_grad, r.bad_weight, r.recorded);
@@ -400,8 +413,8 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def("value_and_grad", &Net<T>::value_and_grad, py::arg("x").noconvert(), py::arg("y").noconvert())
         .def_property_readonly("grads", &Net<T>::grads)
         .def("set_rules", &Net<T>::set_rules, py::arg("rules"))
-        .def("run", &Net<T>::run, py::arg("x").noconvert(), py::arg("y").noconvert(),
-             py::arg("idx").noconvert().none(true), py::arg("nsteps"), py::arg("learning_rate"),
+        .def("run", &Net<T>::run, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("idx"),
+             py::arg("sampler"), py::arg("nsteps"), py::arg("learning_rate"),
              py::arg("loss_out").noconvert(), py::arg("gnorm_out").noconvert(), py::arg("every"),
              py::arg("wrec").noconvert(), py::arg("wsteps").noconvert(), py::arg("flag"));
 }
@@ -422,6 +435,21 @@ PYBIND11_MODULE(_core, m) {
     }, py::arg("a"), "whether every element is finite");
     m.def("dense_forward", &dense_forward, py::arg("x"), py::arg("kernel").noconvert(), py::arg("bias").none(true),
           py::arg("activation"), py::arg("check_finite") = false);
+    py::class_<fg::Sampler>(m, "Sampler", "batch indices from a seed; see csrc/sampler.hpp")
+        .def(py::init([](py::array_t<std::uint64_t, py::array::c_style> state, std::size_t n, std::size_t k, bool shuffle) {
+                 if (state.size() != 4) fail("state: expected 4 words");
+                 if (n == 0 || k == 0 || k > n) fail("k: expected 1 <= k <= n");
+                 return new fg::Sampler(state.data(), n, k, shuffle);
+             }),
+             py::arg("state"), py::arg("n"), py::arg("k"), py::arg("shuffle"))
+        .def("fill", [](fg::Sampler& s, py::array_t<std::int64_t, py::array::c_style> out) {
+                 if (out.ndim() != 2 || std::size_t(out.shape(1)) != s.k() || !out.writeable())
+                     fail("out: expected a writeable (steps, k) int64 array");
+                 std::int64_t* p = out.mutable_data();
+                 const std::size_t steps = std::size_t(out.shape(0));
+                 py::gil_scoped_release nogil;
+                 for (std::size_t i = 0; i < steps; ++i) s.draw(p + i * s.k());
+             }, py::arg("out").noconvert(), "draw the next out.shape[0] batches into out");
     bind_dtype<float>(m, "NetF32");
     bind_dtype<double>(m, "NetF64");
 }

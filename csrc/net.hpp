@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels.hpp"
+#include "sampler.hpp"
 
 namespace fg {
 
@@ -250,19 +251,22 @@ inline bool rule_fires(Rule& r, const LoopState& st, double loss, double weight_
     return false;
 }
 
-// Runs up to `nsteps` steps.  idx: (nsteps, rows) batch indices, or null for the full batch.
+// Runs up to `nsteps` steps.  idx: (nsteps, rows) batch indices, or null for the full batch;
+// with a sampler, each step first draws its batch into row i of idx (which records it).
 // loss_out, gnorm_out: nsteps each.  With every > 0, the parameters after each step t with
 // t % every == 0 are copied to row `recorded` of wrec[p] (capacity nsteps / every + 1 rows) and
 // t to wsteps[recorded].  poll() is called every poll_every steps; true means stop (Ctrl-C).
 template <class T, class Poll>
 ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
-                    const std::int64_t* idx, std::size_t nsteps, std::size_t rows, T lr,
+                    std::int64_t* idx, Sampler* sampler, std::size_t nsteps, std::size_t rows, T lr,
                     std::vector<Rule>& rules, LoopState& st, double* loss_out, double* gnorm_out,
                     std::size_t every, T* const* wrec, long long* wsteps, std::size_t poll_every,
                     Poll&& poll) {
     ChunkResult out;
     for (std::size_t i = 0; i < nsteps; ++i) {
-        const StepResult r = net_step(s, layers, x, y, idx ? idx + i * rows : nullptr, rows, lr);
+        std::int64_t* bi = idx ? idx + i * rows : nullptr;
+        if (sampler) sampler->draw(bi);
+        const StepResult r = net_step(s, layers, x, y, bi, rows, lr);
         loss_out[i] = r.loss;
         gnorm_out[i] = r.grad_norm;
         ++st.step;

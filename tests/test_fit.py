@@ -83,19 +83,24 @@ def test_seed_none_is_recorded_and_reproduces():
 
 
 def test_random_sampling_has_no_repeats_within_a_batch_and_covers_the_data():
-    stream = fg.BatchStream(n=10, batch_size=7, sampling="random", seed=0)
-    chunk = np.concatenate([stream.next_chunk() for _ in range(3)])
-    assert chunk.shape[1] == 7 and chunk.min() >= 0 and chunk.max() < 10
-    assert all(len(set(row)) == 7 for row in chunk)
-    counts = np.bincount(chunk.ravel(), minlength=10)
-    expected = chunk.size / 10  # each index is in a batch with probability 7/10
-    assert np.all(np.abs(counts - expected) < 0.05 * expected)
+    for k in (7, 1):
+        stream = fg.BatchStream(n=10, batch_size=k, sampling="random", seed=0)
+        chunk = np.concatenate([stream.next_chunk() for _ in range(12)])
+        rows = len(chunk)
+        assert rows > 5000 and chunk.shape[1] == k and chunk.min() >= 0 and chunk.max() < 10
+        assert all(len(set(row)) == k for row in chunk)
+        counts = np.bincount(chunk.ravel(), minlength=10)
+        p = k / 10  # each index is in a batch with probability k/10, independently per step
+        sd = np.sqrt(rows * p * (1 - p)) if k < 10 else 1.0
+        assert np.all(np.abs(counts - rows * p) < 5 * sd)  # 5 standard deviations
+    big = fg.BatchStream(n=300, batch_size=100, sampling="random", seed=1).next_chunk()  # Fisher-Yates path
+    assert all(len(set(row)) == 100 for row in big) and big.max() < 300
 
 
 def test_shuffle_walks_epochs_of_permutations():
     stream = fg.BatchStream(n=10, batch_size=3, sampling="shuffle", seed=0)
-    e1, e2 = stream.next_chunk(), stream.next_chunk()
-    assert e1.shape == e2.shape == (3, 3)  # 10 // 3 batches; one sample left out per epoch
+    chunk = stream.next_chunk()
+    e1, e2 = chunk[0:3], chunk[3:6]  # 10 // 3 batches an epoch; one sample left out per epoch
     for epoch in (e1, e2):
         assert len(set(epoch.ravel())) == 9
     assert not np.array_equal(e1, e2)

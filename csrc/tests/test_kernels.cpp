@@ -3,6 +3,7 @@
 // float and double, including the null-pointer paths (no dX, no bias) and the gathered step.
 #include <cmath>
 #include <cstdint>
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <vector>
@@ -193,6 +194,41 @@ void single_layer_case(std::mt19937_64& rng) {
     expect(k == k2 && (!bias || b == b2), "fused single layer: update", 0, 0);
 }
 
+// Sampler: indices in range, distinct within a batch, shuffle epochs are permutations (less the
+// remainder), and the same state gives the same stream.
+void sampler_case(std::uint64_t seed) {
+    const std::uint64_t state[4] = {seed * 0x9E3779B97F4A7C15ULL + 1, seed ^ 0xDEADBEEF, 7, 11};
+    for (std::size_t k : {1, 3, 64, 65, 100}) {
+        for (bool shuffle : {false, true}) {
+            const std::size_t n = 130;
+            fg::Sampler a(state, n, k, shuffle), b(state, n, k, shuffle);
+            std::vector<std::int64_t> ba(k), bb(k);
+            std::vector<int> seen(n, 0);
+            bool ok = true, same = true;
+            for (int step = 0; step < 50; ++step) {
+                a.draw(ba.data());
+                b.draw(bb.data());
+                same &= ba == bb;
+                std::vector<int> in_batch(n, 0);
+                for (auto v : ba) {
+                    ok &= v >= 0 && v < std::int64_t(n);
+                    if (ok) ok &= ++in_batch[std::size_t(v)] == 1;
+                }
+                if (shuffle && ok) {
+                    const std::size_t per_epoch = n / k;
+                    for (auto v : ba) seen[std::size_t(v)] += 1;
+                    if ((step + 1) % int(per_epoch) == 0) {  // an epoch: every sample at most once
+                        for (auto c : seen) ok &= c <= 1;
+                        std::fill(seen.begin(), seen.end(), 0);
+                    }
+                }
+            }
+            expect(ok, "sampler: in range, no repeats in a batch (or an epoch)", 0, 0);
+            expect(same, "sampler: the same state gives the same stream", 0, 0);
+        }
+    }
+}
+
 }  // namespace
 
 int main() {
@@ -207,6 +243,7 @@ int main() {
         single_layer_case<double>(rng);
         single_layer_case<float>(rng);
     }
+    for (std::uint64_t seed = 0; seed < 10; ++seed) sampler_case(seed);
     for (int i = 0; i < 20; ++i) {
         net_case<double>(rng);
         net_case<float>(rng);

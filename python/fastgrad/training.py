@@ -12,7 +12,7 @@ Batch indices are drawn with NumPy from ``seed`` (see :class:`BatchStream`), whi
 
 from __future__ import annotations
 
-import signal
+import _signal
 import threading
 from math import isfinite
 import time
@@ -27,6 +27,7 @@ from . import stop as _stop
 from ._validation import positive_float, positive_int
 from .gradients import prepare
 from .layers import layers_of
+from .ops import ACTIVATIONS
 
 __all__ = [
     "SGD",
@@ -43,6 +44,7 @@ __all__ = [
 DEFAULT_MAX_STEPS = 10_000
 
 SAMPLINGS = ("random", "shuffle")
+_SIGINT = int(_signal.SIGINT)
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -102,14 +104,16 @@ class FitResult:
     stopped_by : "weight_delta" | "loss_delta" | "loss_below" | "plateau" | "max_steps" |
         "diverged" | "interrupted" | the name of a custom rule.
     steps : the number of updates made.
-    final_loss : MSE on all of (x, y) at the final weights.
+    final_loss : MSE on all of (x, y) at the final weights (computed on first access, from a
+        copy of the final weights: a full pass over the data is paid only when asked for).
+    final_weights : copies of the weights the run ended with (get_weights() order).
     history : a :class:`History`.
     divergence : the divergence message, when ``stopped_by == "diverged"``.
     """
 
     stopped_by: str
     steps: int
-    final_loss: float
+    final_weights: List[np.ndarray] = field(repr=False)
     history: History
     seed: int
     learning_rate: float
@@ -121,6 +125,20 @@ class FitResult:
     divergence: Optional[str] = None
     seconds: float = 0.0
     loop: str = "python"
+    _data: Any = field(default=None, repr=False, compare=False)
+    _final_loss: Optional[float] = field(default=None, repr=False, compare=False)
+
+    @property
+    def final_loss(self) -> float:
+        if self._final_loss is None:
+            x, y = self._data
+            self._final_loss = _loss_at(self.model_spec, self.final_weights, x, y)
+            self._data = None  # the data is no longer held once the loss is known
+        return self._final_loss
+
+    def __repr__(self) -> str:
+        return (f"FitResult(stopped_by={self.stopped_by!r}, steps={self.steps}, final_loss={self.final_loss!r}, "
+                f"loop={self.loop!r}, seconds={self.seconds:.3g})")
 
     def plot(self, ax=None):
         """Loss, gradient norm (and weights, when recorded) per step, with matplotlib."""
@@ -130,47 +148,46 @@ class FitResult:
 
 
 class BatchStream:
-    """The batch indices of a run, drawn with NumPy's ``default_rng(seed)``, in chunks.
+    """The batch indices of a run, drawn from ``seed``.
 
-    ``sampling="random"``: every step draws ``batch_size`` distinct indices anew (Floyd's
-    algorithm, vectorised over a chunk of steps).  ``"shuffle"``: each epoch is a fresh
-    permutation cut into ``n // batch_size`` batches (a remainder of fewer than ``batch_size``
-    samples is left out of that epoch; it differs from epoch to epoch).
+    The draws are made in C++ (``csrc/sampler.hpp``): a xoshiro256** generator whose state is
+    NumPy's ``SeedSequence(seed)``, exact bounded integers, and
 
-    Every consumer that draws chunks in order sees the same stream, so loops agree.
+    * ``sampling="random"``: every step draws ``batch_size`` distinct indices anew (Floyd's
+      algorithm, or a partial Fisher-Yates shuffle for batches over 64);
+    * ``"shuffle"``: each epoch is a fresh permutation cut into ``n // batch_size`` batches (a
+      remainder of fewer than ``batch_size`` samples is left out of that epoch; it differs from
+      epoch to epoch).
+
+    Both loops draw from it in the same order, so a seed gives the same batches to both, and
+    every run records its batches (``history.batches``) for replays.
     """
 
-    #: chunk sizes (in steps) for "random": they start small, so a short run draws little,
-    #: and double up to MAX_CHUNK_STEPS; the schedule depends on nothing but batch_size, so a
-    #: seed gives the same batches whatever stops the run
+    #: chunk sizes (in steps) handed to the Python loop: they start small, so a short run draws
+    #: little, and double up to MAX_CHUNK_STEPS.  The stream does not depend on them.
     FIRST_CHUNK_STEPS = 64
     MAX_CHUNK_STEPS = 8192
 
     def __init__(self, n: int, batch_size: int, sampling: str, seed: int) -> None:
         self.n, self.k, self.sampling = n, batch_size, sampling
-        self.rng = np.random.default_rng(seed)
+        state = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
+        self.sampler = _core.Sampler(state, n, batch_size, sampling == "shuffle")
         self._cap = max(1, self.MAX_CHUNK_STEPS // batch_size)
         self._next = min(self.FIRST_CHUNK_STEPS, self._cap)
 
     def next_chunk(self) -> np.ndarray:
         """The next (steps, batch_size) int64 block of indices."""
-        n, k, rng = self.n, self.k, self.rng
-        if self.sampling == "shuffle":
-            perm = rng.permutation(n)
-            return np.ascontiguousarray(perm[: (n // k) * k].reshape(-1, k), dtype=np.int64)
         s = self._next
         self._next = min(2 * s, self._cap)
-        if k == 1:
-            return rng.integers(0, n, size=(s, 1), dtype=np.int64)
-        out = np.empty((s, k), dtype=np.int64)
-        # Floyd: for j = n-k .. n-1, draw t in [0, j]; take t unless already taken, else take j
-        for c, j in enumerate(range(n - k, n)):
-            t = rng.integers(0, j + 1, size=s, dtype=np.int64)
-            if c:
-                taken = (out[:, :c] == t[:, None]).any(axis=1)
-                t = np.where(taken, j, t)
-            out[:, c] = t
+        out = np.empty((s, self.k), dtype=np.int64)
+        self.sampler.fill(out)
         return out
+
+    def chunk_steps(self) -> int:
+        """How many steps the next chunk holds (advances the schedule, draws nothing)."""
+        s = self._next
+        self._next = min(2 * s, self._cap)
+        return s
 
 
 def _param_names(layers) -> List[str]:
@@ -312,22 +329,22 @@ def fit(
         stopped_by, divergence = _python_loop(net, x, y, stream, lr, rules, callbacks, rec, names, model)
     seconds = time.perf_counter() - start
 
-    final = _full_loss(layers, x, y)
     result = FitResult(
         stopped_by=stopped_by,
         steps=rec.steps,
-        final_loss=final,
+        final_weights=[w.copy() for w in params],
         history=rec.history(params, batch_size),
         seed=seed,
         learning_rate=lr,
         batch_size=batch_size,
         sampling=sampling,
-        dtype=dtype.name,
+        dtype=_DTYPE_NAMES[dtype.char],
         initial_weights=initial,
         model_spec=[(lay.activation, lay.use_bias) for lay in layers],
         divergence=divergence,
         seconds=seconds,
         loop="native" if use_native else "python",
+        _data=(x, y),
     )
     if divergence is not None:
         if on_divergence == "raise":
@@ -336,15 +353,25 @@ def fit(
     return result
 
 
-def _full_loss(layers, x, y) -> float:
-    a = x
-    for layer in layers:
-        a = _core.dense_forward(a, layer.kernel, layer.bias, layer._act, False)
+_DTYPE_NAMES = {"f": "float32", "d": "float64"}
+
+
+def _loss_at(spec, weights, x, y) -> float:
+    """MSE of the Dense stack ``spec`` [(activation, use_bias)] with ``weights`` on (x, y)."""
+    a, i = x, 0
+    for activation, use_bias in spec:
+        k, b = weights[i], (weights[i + 1] if use_bias else None)
+        i += 2 if use_bias else 1
+        a = _core.dense_forward(a, k, b, ACTIVATIONS[activation], False)
     return float(_core.mse(a, y))
 
 
 class _SigintFlag:
-    """Turns Ctrl-C into a flag read between steps (main thread only; elsewhere a no-op)."""
+    """Turns Ctrl-C into a flag read between steps (main thread only; elsewhere a no-op).
+
+    Uses the C-level ``_signal`` module: ``signal.signal`` converts to and from enums, which
+    costs more than a short training run.
+    """
 
     def __init__(self) -> None:
         self.hit = False
@@ -353,7 +380,7 @@ class _SigintFlag:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             try:
-                self._old = signal.signal(signal.SIGINT, self._handler)
+                self._old = _signal.signal(_SIGINT, self._handler)
             except ValueError:  # pragma: no cover - e.g. an embedded interpreter
                 self._old = None
         return self
@@ -363,7 +390,7 @@ class _SigintFlag:
 
     def __exit__(self, *exc) -> None:
         if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+            _signal.signal(_SIGINT, self._old)
 
 
 def _divergence_message(step, loss, grad_norm, bad_grad, bad_weight, names) -> Optional[str]:
@@ -503,14 +530,18 @@ def _native_loop(net, x, y, stream, lr, rules, rec: _Records, names):
             if sigint.hit:
                 stopped_by = "interrupted"
                 break
-            chunk = None if stream is None else stream.next_chunk()
-            nsteps = FULL_BATCH_CHUNK if chunk is None else len(chunk)
+            if stream is None:
+                chunk, sampler, nsteps = None, None, FULL_BATCH_CHUNK
+            else:  # the sampler draws each step's batch in C++ and records it in chunk
+                nsteps = stream.chunk_steps()
+                chunk, sampler = np.empty((nsteps, stream.k), dtype=np.int64), stream.sampler
             loss = np.empty(nsteps)
             norm = np.empty(nsteps)
             cap = nsteps // every + 1 if every else 0
             wrec = [np.empty((cap,) + p.shape, dtype=p.dtype) for p in params] if every else []
             wsteps = np.empty(cap, dtype=np.int64) if every else np.empty(0, dtype=np.int64)
-            steps, code, bad_g, bad_w, nrec = net.run(x, y, chunk, nsteps, lr, loss, norm, every, wrec, wsteps, sigint)
+            steps, code, bad_g, bad_w, nrec = net.run(x, y, chunk, sampler, nsteps, lr, loss, norm, every, wrec, wsteps,
+                                                      sigint)
             rec.loss.append(loss[:steps])
             rec.grad_norm.append(norm[:steps])
             if chunk is not None:

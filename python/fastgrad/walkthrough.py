@@ -171,10 +171,10 @@ def e6(seed: int = 42, steps: int = 1000) -> Experiment:
     return ex
 
 
-#: a seed with which LossDelta(0.1) fires at step 3 on E7's noisy minibatch loss, leaving a loss
-#: of about 42 on all the data, as the walkthrough's run did (about 40).  Seeds 0-299 were tried;
-#: this one shows the failure most plainly; ``loss_delta_bad_share`` says how common it is.
-E7_EARLY_STOP_SEED = 259
+#: a seed with which LossDelta(0.1) fires at step 2 on E7's noisy minibatch loss, leaving a loss
+#: of about 28 on all the data (the walkthrough's run stopped at about 40).  Seeds 0-299 were
+#: tried; this one shows the failure most plainly; ``loss_delta_bad_share`` says how common it is.
+E7_EARLY_STOP_SEED = 30
 
 
 def e7(seed: int = 42, steps: int = 1000) -> Experiment:
