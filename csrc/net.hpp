@@ -156,11 +156,88 @@ double net_value_and_grad(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
     return double(loss);
 }
 
+// The whole step for one Dense layer with one output and few inputs (the walkthrough's models):
+// scalar code reading the batch rows in place.  The same operations in the same order as the
+// general path (dense_forward, mse_forward_backward, dense_backward, sgd_update), so the same bits.
+// IN > 0 fixes the input width at compile time (the loops over it unroll); 0 reads it from L.
+template <class T, std::size_t IN>
+StepResult dense1_out1_step(const DenseView<T>& L, const T* FG_R x, const T* FG_R y, const std::int64_t* idx,
+                            std::size_t rows, T lr) {
+    const std::size_t in = IN ? IN : L.in;
+    T* FG_R k = L.k;
+    T* FG_R dk = L.dk;
+    const bool relu = L.act == Activation::relu;
+    const T scale = T(1) / T(rows);
+    const T b0 = L.b ? L.b[0] : T(0);
+    for (std::size_t i = 0; i < in; ++i) dk[i] = T(0);
+    T db0 = T(0);
+    double s = 0.0;
+    for (std::size_t r = 0; r < rows; ++r) {
+        const std::size_t row = idx ? std::size_t(idx[r]) : r;
+        const T* FG_R xr = x + row * in;
+        const T yr = y[row];
+        T z = b0;
+        for (std::size_t i = 0; i < in; ++i) z += xr[i] * k[i];
+        const T p = relu && z < T(0) ? T(0) : z;
+        const double d = double(p) - double(yr);
+        s += d * d;
+        T g = (T(2) * (p - yr)) * scale;
+        if (relu) g = p > T(0) ? g : T(0);
+        for (std::size_t i = 0; i < in; ++i) dk[i] += xr[i] * g;
+        db0 += g;
+    }
+    StepResult r{};
+    r.loss = double(T(s / double(rows)));
+    r.bad_grad = -1;
+    r.bad_weight = -1;
+    double sk = 0.0, delta = 0.0;
+    T poison = T(0);
+    for (std::size_t i = 0; i < in; ++i) {
+        const T g = dk[i], old = k[i];
+        const T nw = old - lr * g;
+        k[i] = nw;
+        sk += double(g) * double(g);
+        poison += nw * T(0);
+        const double d = std::fabs(double(nw) - double(old));
+        delta = d > delta ? d : delta;
+    }
+    bool finite = poison == T(0);
+    double sq = 0.0 + sk;
+    if (L.b) {
+        L.db[0] = db0;
+        const T old = L.b[0];
+        const T nw = old - lr * db0;
+        L.b[0] = nw;
+        sq += 0.0 + double(db0) * double(db0);
+        const double d = std::fabs(double(nw) - double(old));
+        finite = finite && (nw * T(0)) == T(0);
+        delta = d > delta ? d : delta;
+    }
+    r.grad_norm = std::sqrt(sq);
+    if (!std::isfinite(sq) || !finite) {
+        if (!all_finite(dk, in)) r.bad_grad = 0;
+        else if (L.b && !std::isfinite(db0)) r.bad_grad = 1;
+        if (!all_finite(k, in)) r.bad_weight = 0;
+        else if (L.b && !std::isfinite(L.b[0])) r.bad_weight = 1;
+    }
+    r.weight_delta = finite ? delta : double(NAN);
+    return r;
+}
+
 // One SGD step.  idx: `rows` sample indices into x/y (gathered), or null for the full batch
 // (then rows is the number of samples).  Indices must already lie in range.
 template <class T>
 StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x,
                     const T* y, const std::int64_t* idx, std::size_t rows, T lr) {
+    if (layers.size() == 1 && layers[0].out == 1 && !use_blas(rows, layers[0].in, 1)) {
+        switch (layers[0].in) {
+            case 1: return dense1_out1_step<T, 1>(layers[0], x, y, idx, rows, lr);
+            case 2: return dense1_out1_step<T, 2>(layers[0], x, y, idx, rows, lr);
+            case 3: return dense1_out1_step<T, 3>(layers[0], x, y, idx, rows, lr);
+            case 4: return dense1_out1_step<T, 4>(layers[0], x, y, idx, rows, lr);
+            default: return dense1_out1_step<T, 0>(layers[0], x, y, idx, rows, lr);
+        }
+    }
     const T* xb = x;
     const T* yb = y;
     if (idx) {
@@ -256,17 +333,18 @@ inline bool rule_fires(Rule& r, const LoopState& st, double loss, double weight_
 // loss_out, gnorm_out: nsteps each.  With every > 0, the parameters after each step t with
 // t % every == 0 are copied to row `recorded` of wrec[p] (capacity nsteps / every + 1 rows) and
 // t to wsteps[recorded].  poll() is called every poll_every steps; true means stop (Ctrl-C).
-template <class T, class Poll>
-ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
-                    std::int64_t* idx, Sampler* sampler, std::size_t nsteps, std::size_t rows, T lr,
-                    std::vector<Rule>& rules, LoopState& st, double* loss_out, double* gnorm_out,
-                    std::size_t every, T* const* wrec, long long* wsteps, std::size_t poll_every,
-                    Poll&& poll) {
+// The loop itself, for a step function chosen once per run (so that it inlines).
+template <class T, class Step, class Poll>
+ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::int64_t* idx, Sampler* sampler,
+                     std::size_t nsteps, std::size_t rows, std::vector<Rule>& rules, LoopState& st,
+                     double* loss_out, double* gnorm_out, std::size_t every, T* const* wrec, long long* wsteps,
+                     std::size_t poll_every, Poll& poll) {
     ChunkResult out;
+    std::size_t until_poll = poll_every;
     for (std::size_t i = 0; i < nsteps; ++i) {
         std::int64_t* bi = idx ? idx + i * rows : nullptr;
         if (sampler) sampler->draw(bi);
-        const StepResult r = net_step(s, layers, x, y, bi, rows, lr);
+        const StepResult r = step(bi);
         loss_out[i] = r.loss;
         gnorm_out[i] = r.grad_norm;
         ++st.step;
@@ -297,12 +375,37 @@ ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
             }
         st.prev_loss = r.loss;
         st.has_prev = true;
-        if (poll_every && (i + 1) % poll_every == 0 && poll()) {
-            out.stop = -3;
-            return out;
+        if (poll_every && --until_poll == 0) {
+            until_poll = poll_every;
+            if (poll()) {
+                out.stop = -3;
+                return out;
+            }
         }
     }
     return out;
+}
+
+template <class T, class Poll>
+ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
+                    std::int64_t* idx, Sampler* sampler, std::size_t nsteps, std::size_t rows, T lr,
+                    std::vector<Rule>& rules, LoopState& st, double* loss_out, double* gnorm_out,
+                    std::size_t every, T* const* wrec, long long* wsteps, std::size_t poll_every,
+                    Poll&& poll) {
+    auto loop = [&](auto&& step) {
+        return run_loop<T>(step, layers, idx, sampler, nsteps, rows, rules, st, loss_out, gnorm_out, every, wrec,
+                           wsteps, poll_every, poll);
+    };
+    if (layers.size() == 1 && layers[0].out == 1 && !use_blas(rows, layers[0].in, 1)) {
+        const DenseView<T>& L = layers[0];
+        switch (L.in) {
+            case 1: return loop([&](const std::int64_t* bi) { return dense1_out1_step<T, 1>(L, x, y, bi, rows, lr); });
+            case 2: return loop([&](const std::int64_t* bi) { return dense1_out1_step<T, 2>(L, x, y, bi, rows, lr); });
+            case 3: return loop([&](const std::int64_t* bi) { return dense1_out1_step<T, 3>(L, x, y, bi, rows, lr); });
+            default: break;
+        }
+    }
+    return loop([&](const std::int64_t* bi) { return net_step(s, layers, x, y, bi, rows, lr); });
 }
 
 }  // namespace fg

@@ -26,18 +26,24 @@ def same_bits(a, b):
     return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
+def one_layer(seed=0, dtype="float32", relu=False):
+    return fg.Sequential([fg.Dense(1, "relu" if relu else "linear", dtype=dtype)], seed=seed)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("batch_size, sampling", [(None, "random"), (1, "random"), (4, "random"), (4, "shuffle")])
-def test_history_is_what_value_and_grad_and_sgd_give(dtype, batch_size, sampling):
+@pytest.mark.parametrize("make", [two_layer, one_layer, lambda s, d: one_layer(s, d, relu=True)],
+                         ids=["two-layer", "one-layer", "one-layer-relu"])
+def test_history_is_what_value_and_grad_and_sgd_give(dtype, batch_size, sampling, make):
     # every recorded step is: the batch's loss at the previous weights, then w - lr * grad, exactly
     x, y = plane()
-    model = two_layer(1, dtype)
+    model = make(1, dtype)
     lr = 0.01
     r = fg.fit(model, x, y, optimizer=fg.SGD(lr), batch_size=batch_size, sampling=sampling,
                stop=stop.MaxSteps(25), seed=3, record_weights=True)
     assert r.steps == 25 and r.stopped_by == "max_steps"
     assert len(r.history.loss) == len(r.history.grad_norm) == 25
-    probe = two_layer(0, dtype).build(3)
+    probe = make(0, dtype).build(3)
     for t in range(r.steps):
         w_t = [w[t] for w in r.history.weights]
         probe.set_weights(w_t)
