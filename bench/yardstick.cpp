@@ -1,0 +1,128 @@
+// The yardstick: a plain hand-written C++ training loop for the small workloads (W1-W5 of
+// bench/compare.py), with no library, no framework and no Python between steps.  It is what
+// "as fast as a C++ loop written by hand" means in the comparison.
+//
+// Shapes, Keras layout:  X:(N,I)  Y:(N,O)  batches:(steps,B) sample indices (or none: full batch)
+//   one layer:   K:(I,O)  b:(O)          P = X_B K + b
+//   two layers:  K1:(I,H) b1:(H)  K2:(H,O) b2:(O)   Hd = relu(X_B K1 + b1)   P = Hd K2 + b2
+// MSE over all elements, as Keras:  L = sum (P - T)^2 / (B*O);   dP = 2 (P - T) / (B*O)
+// Backward:  dK2 = Hd^T dP   db2 = sum_n dP   dHd = dP K2^T * (Hd > 0)   dK1 = X_B^T dHd   db1 = sum_n dHd
+// SGD:       w -= lr * dw, all parameters after all gradients (gradients at the old weights)
+//
+// Built by compare.py with `g++ -O2 -std=c++17 -shared -fPIC` and called through ctypes.
+
+#include <cstdint>
+#include <vector>
+
+namespace {
+
+// One Dense layer (linear) trained by SGD; loss of each step's batch before its update -> losses.
+template <typename T>
+void train_dense(const T* x, const T* y, int64_t n, int64_t in, int64_t out, const int64_t* batches,
+                 int64_t bsz, int64_t steps, T lr, T* k, T* b, T* losses) {
+    std::vector<T> dk(in * out), db(out), p(out);
+    const T scale = T(2) / T(bsz * out);
+    for (int64_t t = 0; t < steps; ++t) {
+        for (auto& v : dk) v = 0;
+        for (auto& v : db) v = 0;
+        T loss = 0;
+        for (int64_t r = 0; r < bsz; ++r) {
+            const int64_t s = batches ? batches[t * bsz + r] : r;
+            const T* xs = x + s * in;
+            const T* ys = y + s * out;
+            // forward: p = x_s K + b
+            for (int64_t o = 0; o < out; ++o) p[o] = b ? b[o] : T(0);
+            for (int64_t i = 0; i < in; ++i)
+                for (int64_t o = 0; o < out; ++o) p[o] += xs[i] * k[i * out + o];
+            // loss and dP, then dK += x_s^T dP, db += dP
+            for (int64_t o = 0; o < out; ++o) {
+                const T d = p[o] - ys[o];
+                loss += d * d;
+                p[o] = scale * d;  // p now holds dP
+            }
+            for (int64_t i = 0; i < in; ++i)
+                for (int64_t o = 0; o < out; ++o) dk[i * out + o] += xs[i] * p[o];
+            for (int64_t o = 0; o < out; ++o) db[o] += p[o];
+        }
+        losses[t] = loss / T(bsz * out);
+        for (int64_t j = 0; j < in * out; ++j) k[j] -= lr * dk[j];
+        if (b)
+            for (int64_t o = 0; o < out; ++o) b[o] -= lr * db[o];
+    }
+}
+
+// Dense(hidden, relu) -> Dense(out), both with bias, trained by SGD.
+template <typename T>
+void train_mlp(const T* x, const T* y, int64_t n, int64_t in, int64_t hid, int64_t out,
+               const int64_t* batches, int64_t bsz, int64_t steps, T lr, T* k1, T* b1, T* k2, T* b2,
+               T* losses) {
+    std::vector<T> dk1(in * hid), db1(hid), dk2(hid * out), db2(out), h(hid), dh(hid), p(out);
+    const T scale = T(2) / T(bsz * out);
+    for (int64_t t = 0; t < steps; ++t) {
+        for (auto& v : dk1) v = 0;
+        for (auto& v : db1) v = 0;
+        for (auto& v : dk2) v = 0;
+        for (auto& v : db2) v = 0;
+        T loss = 0;
+        for (int64_t r = 0; r < bsz; ++r) {
+            const int64_t s = batches ? batches[t * bsz + r] : r;
+            const T* xs = x + s * in;
+            const T* ys = y + s * out;
+            // forward
+            for (int64_t j = 0; j < hid; ++j) h[j] = b1[j];
+            for (int64_t i = 0; i < in; ++i)
+                for (int64_t j = 0; j < hid; ++j) h[j] += xs[i] * k1[i * hid + j];
+            for (int64_t j = 0; j < hid; ++j) h[j] = h[j] > T(0) ? h[j] : T(0);
+            for (int64_t o = 0; o < out; ++o) p[o] = b2[o];
+            for (int64_t j = 0; j < hid; ++j)
+                for (int64_t o = 0; o < out; ++o) p[o] += h[j] * k2[j * out + o];
+            // loss, dP
+            for (int64_t o = 0; o < out; ++o) {
+                const T d = p[o] - ys[o];
+                loss += d * d;
+                p[o] = scale * d;
+            }
+            // backward, layer 2
+            for (int64_t j = 0; j < hid; ++j) {
+                T acc = 0;
+                for (int64_t o = 0; o < out; ++o) {
+                    dk2[j * out + o] += h[j] * p[o];
+                    acc += p[o] * k2[j * out + o];
+                }
+                dh[j] = h[j] > T(0) ? acc : T(0);
+            }
+            for (int64_t o = 0; o < out; ++o) db2[o] += p[o];
+            // backward, layer 1
+            for (int64_t i = 0; i < in; ++i)
+                for (int64_t j = 0; j < hid; ++j) dk1[i * hid + j] += xs[i] * dh[j];
+            for (int64_t j = 0; j < hid; ++j) db1[j] += dh[j];
+        }
+        losses[t] = loss / T(bsz * out);
+        for (int64_t j = 0; j < in * hid; ++j) k1[j] -= lr * dk1[j];
+        for (int64_t j = 0; j < hid; ++j) b1[j] -= lr * db1[j];
+        for (int64_t j = 0; j < hid * out; ++j) k2[j] -= lr * dk2[j];
+        for (int64_t o = 0; o < out; ++o) b2[o] -= lr * db2[o];
+    }
+}
+
+}  // namespace
+
+extern "C" {
+
+// hidden == 0: one linear Dense layer (k2, b2 unused; b1 may be null for no bias).
+// hidden > 0: Dense(hidden, relu) -> Dense(out); every pointer is used.
+// batches == null: full batch (bsz must equal n).  Weights are updated in place.
+// Returns 0, or -1 on arguments that make no sense.
+int yardstick_train_f32(const float* x, const float* y, int64_t n, int64_t in, int64_t hidden,
+                        int64_t out, const int64_t* batches, int64_t bsz, int64_t steps, float lr,
+                        float* k1, float* b1, float* k2, float* b2, float* losses) {
+    if (n <= 0 || in <= 0 || out <= 0 || bsz <= 0 || steps < 0 || hidden < 0) return -1;
+    if (!batches && bsz != n) return -1;
+    if (hidden == 0)
+        train_dense<float>(x, y, n, in, out, batches, bsz, steps, lr, k1, b1, losses);
+    else
+        train_mlp<float>(x, y, n, in, hidden, out, batches, bsz, steps, lr, k1, b1, k2, b2, losses);
+    return 0;
+}
+
+}  // extern "C"
