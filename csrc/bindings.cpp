@@ -425,6 +425,16 @@ PYBIND11_MODULE(_core, m) {
     m.doc() = "fastgrad's compiled kernels (private; use fastgrad.ops and fastgrad.fit)";
     m.attr("__version__") = FASTGRAD_VERSION;
     m.attr("has_blas") = fg::has_blas();
+#ifdef FASTGRAD_BLAS
+    m.def("use_shared_blas", []() { return fg::find_shared_blas(); },
+          "use NumPy's OpenBLAS (one thread pool) when the process has it; returns its path or ''");
+    m.def("blas_in_use", []() {
+        return fg::shared_blas().path.empty() ? std::string("scipy-openblas32 (linked)") : fg::shared_blas().path;
+    });
+#else
+    m.def("use_shared_blas", []() { return std::string(); });
+    m.def("blas_in_use", []() { return std::string("none (plain loops)"); });
+#endif
     m.def("get_blas_min_work", []() { return fg::blas_min_work(); },
           "products of fewer multiply-adds than this run in the plain loops");
     m.def("set_blas_min_work", [](std::size_t v) { fg::blas_min_work() = v; }, py::arg("work"));

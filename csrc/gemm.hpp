@@ -10,6 +10,12 @@
 
 #ifdef FASTGRAD_BLAS
 #include <cblas.h>
+#include <dlfcn.h>
+#include <link.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
 #endif
 
 namespace fg {
@@ -39,14 +45,77 @@ inline bool use_blas(std::size_t n, std::size_t in, std::size_t out) {
 }
 
 #ifdef FASTGRAD_BLAS
+// NumPy's own OpenBLAS, when the process has one (NumPy's wheels bundle scipy-openblas64, an
+// ILP64 build): sharing it keeps one BLAS thread pool in the process instead of two competing
+// for the cores.  Otherwise the scipy-openblas32 that _core links against.
+template <class T>
+using gemm64_t = void (*)(int, int, int, std::int64_t, std::int64_t, std::int64_t, T, const T*, std::int64_t,
+                          const T*, std::int64_t, T, T*, std::int64_t);
+
+struct SharedBlas {
+    gemm64_t<float> sgemm = nullptr;
+    gemm64_t<double> dgemm = nullptr;
+    std::string path;
+};
+
+inline SharedBlas& shared_blas() {
+    static SharedBlas b;
+    return b;
+}
+
+// Looks for a loaded library whose file name contains "openblas64" and exports the ILP64 CBLAS
+// gemm under NumPy's names; returns its path ("" if none).  Call with the GIL held, once.
+inline std::string find_shared_blas() {
+    struct Found {
+        std::string path;
+    } found;
+    dl_iterate_phdr(
+        [](struct dl_phdr_info* info, std::size_t, void* data) {
+            auto* f = static_cast<Found*>(data);
+            if (info->dlpi_name && std::strstr(info->dlpi_name, "openblas64") && f->path.empty())
+                f->path = info->dlpi_name;
+            return 0;
+        },
+        &found);
+    if (found.path.empty()) return "";
+    void* h = dlopen(found.path.c_str(), RTLD_NOW | RTLD_NOLOAD);
+    if (!h) return "";
+    const char* names[][2] = {{"scipy_cblas_sgemm64_", "scipy_cblas_dgemm64_"}, {"cblas_sgemm64_", "cblas_dgemm64_"}};
+    for (auto& nm : names) {
+        void* s = dlsym(h, nm[0]);
+        void* d = dlsym(h, nm[1]);
+        if (s && d) {
+            SharedBlas& b = shared_blas();
+            b.sgemm = reinterpret_cast<gemm64_t<float>>(s);
+            b.dgemm = reinterpret_cast<gemm64_t<double>>(d);
+            b.path = found.path;
+            return found.path;
+        }
+    }
+    dlclose(h);
+    return "";
+}
+
 inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const float* a,
                  const float* b, float* c) {
+    if (auto f = shared_blas().sgemm) {
+        f(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, std::int64_t(m),
+          std::int64_t(n), std::int64_t(k), 1.0f, a, std::int64_t(ta ? m : k), b, std::int64_t(tb ? k : n), 0.0f, c,
+          std::int64_t(n));
+        return;
+    }
     scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                       blasint(m), blasint(n), blasint(k), 1.0f, a, blasint(ta ? m : k), b,
                       blasint(tb ? k : n), 0.0f, c, blasint(n));
 }
 inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const double* a,
                  const double* b, double* c) {
+    if (auto f = shared_blas().dgemm) {
+        f(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, std::int64_t(m),
+          std::int64_t(n), std::int64_t(k), 1.0, a, std::int64_t(ta ? m : k), b, std::int64_t(tb ? k : n), 0.0, c,
+          std::int64_t(n));
+        return;
+    }
     scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
                       blasint(m), blasint(n), blasint(k), 1.0, a, blasint(ta ? m : k), b,
                       blasint(tb ? k : n), 0.0, c, blasint(n));

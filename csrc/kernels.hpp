@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
+#include <cstring>
 
 #include "gemm.hpp"
 
@@ -133,29 +135,57 @@ T mse_forward_backward(T* FG_R dp, const T* FG_R p, const T* FG_R t, std::size_t
 
 // ---------------------------------------------------------------------------------------------
 // SGD:  w <- w - lr * g   (lr*g rounded first, then subtracted, as TF's assign_sub(lr * g))
-// Returns max |w_new - w_old| over the buffer, taken in double (exact for float); 0 for an empty
-// buffer; NaN if any change is NaN.
-// Optional, in the same pass: *sq += sum of g^2 (in double, for the gradient norm) and
-// *finite &= every new weight is finite.
+// Returns max |w_new - w_old| over the buffer (each difference taken in T, as NumPy's diff of the
+// recorded weights is); 0 for an empty buffer; NaN if any new weight is inf or NaN.
+// Optional: *sq += sum of g^2 (accumulated in double, in kLanes fixed lanes, for the gradient
+// norm) and *finite &= every new weight is finite.
 // ---------------------------------------------------------------------------------------------
+template <class T>
+struct same_size_int;
+template <>
+struct same_size_int<float> {
+    using type = std::int32_t;
+};
+template <>
+struct same_size_int<double> {
+    using type = std::int64_t;
+};
+
 template <class T>
 double sgd_update(T* FG_R w, const T* FG_R g, T lr, std::size_t count, double* sq = nullptr,
                   bool* finite = nullptr) {
-    double delta = 0.0, s = 0.0;
-    T poison = T(0);  // becomes NaN once any new weight is inf or NaN (inf*0 = NaN)
+    // The largest change, as the largest bit pattern: for values >= 0 the IEEE bits order like
+    // the values, +inf above every finite one and NaN above +inf; an integer max is a reduction
+    // the compiler may vectorise (a floating-point one it may not reorder).
+    using I = typename same_size_int<T>::type;
+    I most = 0;
     for (std::size_t e = 0; e < count; ++e) {
-        const T ge = g[e];
         const T old = w[e];
-        const T nw = old - lr * ge;
+        const T nw = old - lr * g[e];
         w[e] = nw;
-        s += double(ge) * double(ge);
-        poison += nw * T(0);
-        const double d = std::fabs(double(nw) - double(old));
-        delta = d > delta ? d : delta;  // a NaN d is caught below (poison, or the caller's norm)
+        const T d = std::fabs(nw - old);
+        I bits;
+        std::memcpy(&bits, &d, sizeof(T));
+        most = bits > most ? bits : most;
     }
-    if (sq) *sq += s;
-    if (finite) *finite = *finite && poison == T(0);
-    return poison == T(0) ? delta : double(NAN);
+    if (sq) {
+        // kLanes independent partial sums (one running sum is a chain of dependent additions);
+        // combined in a fixed order, so the result is the same on every call
+        constexpr std::size_t kLanes = 8;
+        double s[kLanes] = {};
+        std::size_t e = 0;
+        for (; e + kLanes <= count; e += kLanes)
+            for (std::size_t j = 0; j < kLanes; ++j) s[j] += double(g[e + j]) * double(g[e + j]);
+        for (std::size_t j = 0; j < kLanes && e < count; ++j, ++e) s[j] += double(g[e]) * double(g[e]);
+        double total = 0.0;
+        for (std::size_t j = 0; j < kLanes; ++j) total += s[j];
+        *sq += total;
+    }
+    T delta;
+    std::memcpy(&delta, &most, sizeof(T));
+    const bool ok = std::isfinite(delta);
+    if (finite) *finite = *finite && ok;
+    return ok ? double(delta) : double(NAN);
 }
 
 // Sum of squares, accumulated in double (for the global gradient norm).

@@ -190,28 +190,15 @@ StepResult dense1_out1_step(const DenseView<T>& L, const T* FG_R x, const T* FG_
     r.loss = double(T(s / double(rows)));
     r.bad_grad = -1;
     r.bad_weight = -1;
-    double sk = 0.0, delta = 0.0;
-    T poison = T(0);
-    for (std::size_t i = 0; i < in; ++i) {
-        const T g = dk[i], old = k[i];
-        const T nw = old - lr * g;
-        k[i] = nw;
-        sk += double(g) * double(g);
-        poison += nw * T(0);
-        const double d = std::fabs(double(nw) - double(old));
-        delta = d > delta ? d : delta;
-    }
-    bool finite = poison == T(0);
-    double sq = 0.0 + sk;
+    // the update as sgd_update does it (the same bits): changes taken in T, the sum of squares
+    // in double, element e in lane e (IN <= 8 here, or the lanes' order when IN is runtime)
+    double sq = 0.0;
+    bool finite = true;
+    double delta = sgd_update(k, dk, lr, in, &sq, &finite);
     if (L.b) {
         L.db[0] = db0;
-        const T old = L.b[0];
-        const T nw = old - lr * db0;
-        L.b[0] = nw;
-        sq += 0.0 + double(db0) * double(db0);
-        const double d = std::fabs(double(nw) - double(old));
-        finite = finite && (nw * T(0)) == T(0);
-        delta = d > delta ? d : delta;
+        const double db = sgd_update(L.b, L.db, lr, 1, &sq, &finite);
+        delta = db > delta || db != db ? db : delta;
     }
     r.grad_norm = std::sqrt(sq);
     if (!std::isfinite(sq) || !finite) {

@@ -118,7 +118,7 @@ void mse_and_sgd_case(std::mt19937_64& rng, double tol) {
     bool exact = true;
     for (std::size_t e = 0; e < count; ++e) {
         exact &= w[e] == T(w0[e] - T(T(0.1) * g[e]));
-        rdelta = std::fmax(rdelta, std::fabs(double(w[e]) - double(w0[e])));
+        rdelta = std::fmax(rdelta, double(std::fabs(T(w[e] - w0[e]))));
     }
     expect(exact, "sgd_update is w - lr*g rounded as T", 0, 0);
     expect(delta == rdelta, "sgd_update returns max |dw|", std::fabs(delta - rdelta), 0);

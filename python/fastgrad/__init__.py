@@ -12,8 +12,12 @@ try:  # loads the OpenBLAS library that _core links against (also found through 
 except ImportError:  # pragma: no cover - a build with -DFASTGRAD_BLAS=OFF does not need it
     pass
 
-from . import ops, stop
+import numpy as _np  # noqa: F401  (loads NumPy's OpenBLAS, which _core then shares)
+
+from . import _core, ops, stop
 from ._core import __version__
+
+_core.use_shared_blas()
 from .data import minmax
 from .gradients import value_and_grad
 from .layers import Dense, Sequential
