@@ -1041,11 +1041,12 @@ def blas_lines() -> List[str]:
     for info in infos:
         path = Path(info.get("filepath", ""))
         where = path.parent.name if path.parent.name != "lib" else path.parent.parent.name
-        owner = "numpy" if where == "numpy.libs" else "fastgrad" if where == "scipy_openblas32" else where
+        owner = "numpy" if where == "numpy.libs" else "fastgrad's fallback" if where == "scipy_openblas32" else where
         lines.append(
             f"BLAS loaded ({owner}): {info.get('internal_api')} {info.get('version')}, kernel "
             f"{info.get('architecture')}, {info.get('num_threads')} threads ({where}/{path.name})"
         )
+    lines.append(f"BLAS fastgrad calls: {fg._core.blas_in_use()}")
     return lines
 
 

@@ -241,6 +241,7 @@ class Net {
     }
 
     std::size_t in_dim() const { return layers_.front().in; }
+    std::size_t rows() const { return rows_; }
     std::size_t out_dim() const { return layers_.back().out; }
 
     void check_xy(const Arr<T>& x, const Arr<T>& y, std::size_t min_rows) const {
@@ -412,6 +413,7 @@ void bind_dtype(py::module_& m, const char* net_name) {
              py::arg("learning_rate"))
         .def("value_and_grad", &Net<T>::value_and_grad, py::arg("x").noconvert(), py::arg("y").noconvert())
         .def_property_readonly("grads", &Net<T>::grads)
+        .def_property_readonly("rows", [](const Net<T>& n) { return n.rows(); })
         .def("set_rules", &Net<T>::set_rules, py::arg("rules"))
         .def("run", &Net<T>::run, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("idx"),
              py::arg("sampler"), py::arg("nsteps"), py::arg("learning_rate"),

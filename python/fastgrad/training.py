@@ -421,13 +421,35 @@ class _Records:
         self.w: Optional[List[List[np.ndarray]]] = [[w.copy()[None]] for w in params] if every else None
         self.w_steps: List[np.ndarray] = [np.zeros(1, dtype=np.int64)] if every else []
 
+    def reserve(self, steps: int, rows: Optional[int]):
+        """Views of the next ``steps`` slots of the loss, norm (and batch) records, growing them
+        (doubling) when needed: the native loop writes there, nothing is copied per chunk."""
+        need = self.steps + steps
+        buf = self.__dict__.get("_buf")
+        if buf is None or len(buf[0]) < need:
+            size = need if buf is None else max(need, 2 * len(buf[0]))
+            new = (np.empty(size), np.empty(size), None if rows is None else np.empty((size, rows), np.int64))
+            if buf is not None:
+                for a, b in zip(new, buf):
+                    if a is not None:
+                        a[: self.steps] = b[: self.steps]
+            self._buf = buf = new
+        sl = slice(self.steps, need)
+        return buf[0][sl], buf[1][sl], None if rows is None else buf[2][sl]
+
     def history(self, params, batch_size) -> History:
         steps = self.steps
-        loss = np.concatenate(self.loss)[:steps] if self.loss else np.empty(0)
-        norm = np.concatenate(self.grad_norm)[:steps] if self.grad_norm else np.empty(0)
-        batches = None
-        if batch_size is not None:
-            batches = np.concatenate(self.chunks)[:steps].copy() if self.chunks else np.empty((0, batch_size), np.int64)
+        buf = self.__dict__.get("_buf")
+        if buf is not None:  # the native loop's records: views, no copy when they are full
+            loss, norm, batches = (None if a is None else (a[:steps] if len(a) == steps else a[:steps].copy()) for a in buf)
+        else:
+            loss = np.concatenate(self.loss)[:steps] if self.loss else np.empty(0)
+            norm = np.concatenate(self.grad_norm)[:steps] if self.grad_norm else np.empty(0)
+            batches = None
+            if batch_size is not None:
+                batches = np.concatenate(self.chunks)[:steps].copy() if self.chunks else np.empty((0, batch_size), np.int64)
+        if batch_size is None:
+            batches = None
         h = History(loss=loss, grad_norm=norm, batches=batches)
         if self.every:
             w_steps = np.concatenate(self.w_steps)
@@ -517,35 +539,32 @@ def _native_rules(rules) -> Optional[List[Tuple[int, float, int]]]:
     return out
 
 
-FULL_BATCH_CHUNK = 4096  # steps per native call when there are no batch indices to draw
+NATIVE_CHUNK_STEPS = 1 << 16  # the most steps one native call runs (its records are preallocated)
+NATIVE_CHUNK_INDICES = 1 << 20  # and the most batch indices it records (8 MiB)
 
 
 def _native_loop(net, x, y, stream, lr, rules, rec: _Records, names):
     """Chunks of steps in C++; returns (stopped_by, divergence) like the Python loop."""
     every = rec.every
     params = rec.params
+    rows = net.rows
+    max_steps = min(r.n for r in rules if isinstance(r, _stop.MaxSteps))  # fit always has one
     stopped_by = divergence = None
     with _SigintFlag() as sigint:
         while stopped_by is None:
             if sigint.hit:
                 stopped_by = "interrupted"
                 break
-            if stream is None:
-                chunk, sampler, nsteps = None, None, FULL_BATCH_CHUNK
-            else:  # the sampler draws each step's batch in C++ and records it in chunk
-                nsteps = stream.chunk_steps()
-                chunk, sampler = np.empty((nsteps, stream.k), dtype=np.int64), stream.sampler
-            loss = np.empty(nsteps)
-            norm = np.empty(nsteps)
-            cap = nsteps // every + 1 if every else 0
-            wrec = [np.empty((cap,) + p.shape, dtype=p.dtype) for p in params] if every else []
-            wsteps = np.empty(cap, dtype=np.int64) if every else np.empty(0, dtype=np.int64)
+            # one chunk for a whole short run; the sampler's stream does not depend on chunking
+            nsteps = max(1, min(max_steps - rec.steps, NATIVE_CHUNK_STEPS, NATIVE_CHUNK_INDICES // rows))
+            # the sampler draws each step's batch in C++ and records it in chunk
+            loss, norm, chunk = rec.reserve(nsteps, None if stream is None else rows)
+            sampler = None if stream is None else stream.sampler
+            wcap = nsteps // every + 1 if every else 0
+            wrec = [np.empty((wcap,) + p.shape, dtype=p.dtype) for p in params] if every else []
+            wsteps = np.empty(wcap, dtype=np.int64)
             steps, code, bad_g, bad_w, nrec = net.run(x, y, chunk, sampler, nsteps, lr, loss, norm, every, wrec, wsteps,
                                                       sigint)
-            rec.loss.append(loss[:steps])
-            rec.grad_norm.append(norm[:steps])
-            if chunk is not None:
-                rec.chunks.append(chunk[:steps])
             if nrec:
                 for p in range(len(params)):
                     rec.w[p].append(wrec[p][:nrec])
