@@ -38,6 +38,9 @@ def activation_code(activation: str) -> int:
         ) from None
 
 
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
 def _common_dtype(*arrays) -> np.dtype:
     floats = [a.dtype for a in arrays if a is not None and a.dtype.kind == "f"]
     if floats and any(d != np.float32 for d in floats):
@@ -56,6 +59,12 @@ def _coerce(name: str, a, dtype=None) -> np.ndarray:
 
 
 def _prepare(**named) -> Tuple[np.ndarray, ...]:
+    vals = tuple(named.values())
+    first = next((v for v in vals if v is not None), None)
+    if isinstance(first, np.ndarray) and first.dtype in _FLOATS and all(
+        v is None or (type(v) is np.ndarray and v.dtype == first.dtype and v.flags.c_contiguous) for v in vals
+    ):
+        return vals  # already what the kernels take: no conversion, no copy
     raw = {k: (None if v is None else _coerce(k, v)) for k, v in named.items()}
     dtype = _common_dtype(*raw.values())
     return tuple(None if v is None else np.ascontiguousarray(v, dtype=dtype) for v in raw.values())
