@@ -26,3 +26,19 @@ def test_the_e1_tour_prints_what_the_readme_says():
     assert r.final_loss == 0.009765625 and r.stopped_by == "weight_delta"
     # the comments in the block state the same numbers
     assert "[2.0, 1.5, 1.25, 1.125, 1.0625]" in block and "0.009765625" in block
+
+
+def test_the_demo_excerpt_is_what_the_demo_prints():
+    import subprocess
+    import sys
+
+    text = README.read_text()
+    start = text.index("```\n== E1")
+    excerpt = text[start + 4 : text.index("```", start + 4)]
+    out = subprocess.run([sys.executable, "-m", "fastgrad", "demo", "E1", "E4", "--no-replay"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = [ln for ln in excerpt.splitlines() if ln.strip() and ln.strip() != "..."]
+    assert len(lines) > 10
+    for ln in lines:
+        assert ln in out.stdout, f"README line not in the demo's output: {ln!r}"
