@@ -12,7 +12,6 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 
 from .gradients import prepare
-from .layers import layers_of
 
 __all__ = ["value_and_grad", "replay", "available"]
 

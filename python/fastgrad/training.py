@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import _signal
 import threading
-from math import isfinite
 import time
 import warnings
 from dataclasses import dataclass, field
+from math import isfinite
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -182,12 +182,6 @@ class BatchStream:
         out = np.empty((s, self.k), dtype=np.int64)
         self.sampler.fill(out)
         return out
-
-    def chunk_steps(self) -> int:
-        """How many steps the next chunk holds (advances the schedule, draws nothing)."""
-        s = self._next
-        self._next = min(2 * s, self._cap)
-        return s
 
 
 def _param_names(layers) -> List[str]:
