@@ -128,3 +128,19 @@ def test_replay_in_tensorflow_agrees_step_by_step(tf, report, make):
 def test_walkthrough_run_rejects_unknown_ids():
     with pytest.raises(ValueError, match="unknown experiment 'E9'"):
         wt.run(["E9"])
+
+
+def test_the_example_script_runs_and_prints_the_walkthroughs_results():
+    import pathlib
+    import subprocess
+    import sys
+
+    script = pathlib.Path(__file__).resolve().parent.parent / "examples" / "walkthrough.py"
+    if not script.exists():  # pragma: no cover - tests run from a checkout
+        pytest.skip("examples/ not beside the tests")
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    assert f"E1 weights: {E1_WEIGHTS}" in out.stdout
+    assert "E3 model([[3]]): [[6.0]]" in out.stdout
+    assert "E4 diverged at step" in out.stdout
+    assert "E6 kernel [ 3.  2. -7.] bias [5.]" in out.stdout
