@@ -430,11 +430,16 @@ PYBIND11_MODULE(_core, m) {
 #ifdef FASTGRAD_BLAS
     m.def("use_shared_blas", []() { return fg::find_shared_blas(); },
           "use NumPy's OpenBLAS (one thread pool) when the process has it; returns its path or ''");
+    m.def("use_linked_blas", []() { fg::shared_blas() = fg::SharedBlas{}; },
+          "stop using NumPy's OpenBLAS; call the linked scipy-openblas32 (for tests)");
     m.def("blas_in_use", []() {
         return fg::shared_blas().path.empty() ? std::string("scipy-openblas32 (linked)") : fg::shared_blas().path;
     });
 #else
     m.def("use_shared_blas", []() { return std::string(); });
+    m.def("use_linked_blas", []() {});
+    m.def("use_linked_blas", []() { fg::shared_blas() = fg::SharedBlas{}; },
+          "stop using NumPy's OpenBLAS; call the linked scipy-openblas32 (for tests)");
     m.def("blas_in_use", []() { return std::string("none (plain loops)"); });
 #endif
     m.def("get_blas_min_work", []() { return fg::blas_min_work(); },

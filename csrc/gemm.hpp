@@ -16,6 +16,7 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <type_traits>
 #endif
 
 namespace fg {
@@ -96,29 +97,24 @@ inline std::string find_shared_blas() {
     return "";
 }
 
-inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const float* a,
-                 const float* b, float* c) {
-    if (auto f = shared_blas().sgemm) {
-        f(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, std::int64_t(m),
-          std::int64_t(n), std::int64_t(k), 1.0f, a, std::int64_t(ta ? m : k), b, std::int64_t(tb ? k : n), 0.0f, c,
-          std::int64_t(n));
-        return;
+template <class T>
+inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const T* a, const T* b, T* c) {
+    static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double");
+    const int TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+    const std::size_t lda = ta ? m : k, ldb = tb ? k : n;
+    gemm64_t<T> shared;
+    if constexpr (std::is_same_v<T, float>) shared = shared_blas().sgemm;
+    else shared = shared_blas().dgemm;
+    if (shared) {  // NumPy's ILP64 OpenBLAS
+        shared(CblasRowMajor, TA, TB, std::int64_t(m), std::int64_t(n), std::int64_t(k), T(1), a, std::int64_t(lda), b,
+               std::int64_t(ldb), T(0), c, std::int64_t(n));
+    } else if constexpr (std::is_same_v<T, float>) {  // the linked scipy-openblas32
+        scipy_cblas_sgemm(CblasRowMajor, CBLAS_TRANSPOSE(TA), CBLAS_TRANSPOSE(TB), blasint(m), blasint(n), blasint(k), 1.0f,
+                          a, blasint(lda), b, blasint(ldb), 0.0f, c, blasint(n));
+    } else {
+        scipy_cblas_dgemm(CblasRowMajor, CBLAS_TRANSPOSE(TA), CBLAS_TRANSPOSE(TB), blasint(m), blasint(n), blasint(k), 1.0,
+                          a, blasint(lda), b, blasint(ldb), 0.0, c, blasint(n));
     }
-    scipy_cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                      blasint(m), blasint(n), blasint(k), 1.0f, a, blasint(ta ? m : k), b,
-                      blasint(tb ? k : n), 0.0f, c, blasint(n));
-}
-inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const double* a,
-                 const double* b, double* c) {
-    if (auto f = shared_blas().dgemm) {
-        f(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, std::int64_t(m),
-          std::int64_t(n), std::int64_t(k), 1.0, a, std::int64_t(ta ? m : k), b, std::int64_t(tb ? k : n), 0.0, c,
-          std::int64_t(n));
-        return;
-    }
-    scipy_cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                      blasint(m), blasint(n), blasint(k), 1.0, a, blasint(ta ? m : k), b,
-                      blasint(tb ? k : n), 0.0, c, blasint(n));
 }
 #else
 template <class T>

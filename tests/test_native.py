@@ -155,8 +155,18 @@ def test_ctrl_c_interrupts_the_native_loop():
 
 
 @pytest.mark.skipif(not _core.has_blas, reason="built without OpenBLAS")
+@pytest.mark.parametrize("which", ["numpy's", "linked"])
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
-def test_blas_and_plain_loops_agree(dtype, tol):
+def test_blas_and_plain_loops_agree(dtype, tol, which):
+    if which == "linked":
+        _core.use_linked_blas()
+    try:
+        check_blas_against_loops(dtype, tol)
+    finally:
+        _core.use_shared_blas()
+
+
+def check_blas_against_loops(dtype, tol):
     rng = np.random.default_rng(0)
     m = fg.Sequential([fg.Dense(70, "relu", dtype=dtype), fg.Dense(5, dtype=dtype)], seed=0)
     x, y = rng.normal(size=(90, 60)), rng.normal(size=(90, 5))
