@@ -33,9 +33,19 @@ void dense_forward(T* FG_R y, const T* FG_R x, const T* FG_R k, const T* FG_R b,
     for (std::size_t r = 0; r < n; ++r) {
         T* FG_R yr = y + r * out;
         if (!blas) {  // the reference loops (small shapes: a library call costs more than the work)
+            // without a bias the sum starts at the first product (no 0 + ..., which would turn a
+            // -0 into +0 and cost an addition on the training step's critical path)
             const T* FG_R xr = x + r * in;
-            for (std::size_t o = 0; o < out; ++o) yr[o] = b ? b[o] : T(0);
-            for (std::size_t i = 0; i < in; ++i) {
+            std::size_t i = 0;
+            if (b) {
+                for (std::size_t o = 0; o < out; ++o) yr[o] = b[o];
+            } else if (in > 0) {
+                for (std::size_t o = 0; o < out; ++o) yr[o] = xr[0] * k[o];
+                i = 1;
+            } else {
+                for (std::size_t o = 0; o < out; ++o) yr[o] = T(0);
+            }
+            for (; i < in; ++i) {
                 const T xv = xr[i];
                 const T* FG_R ki = k + i * out;
                 for (std::size_t o = 0; o < out; ++o) yr[o] += xv * ki[o];
@@ -64,8 +74,13 @@ void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, cons
     if (blas) {
         gemm(true, false, in, out, n, x, g, dk);
     } else {
-        for (std::size_t e = 0; e < in * out; ++e) dk[e] = T(0);
-        for (std::size_t r = 0; r < n; ++r) {
+        // sums over the rows start at row 0's term (as the forward pass's do)
+        for (std::size_t i = 0; i < in; ++i) {
+            const T xv = n ? x[i] : T(0);
+            T* FG_R dki = dk + i * out;
+            for (std::size_t o = 0; o < out; ++o) dki[o] = n ? xv * g[o] : T(0);
+        }
+        for (std::size_t r = 1; r < n; ++r) {
             const T* FG_R xr = x + r * in;
             const T* FG_R gr = g + r * out;
             for (std::size_t i = 0; i < in; ++i) {
@@ -77,8 +92,8 @@ void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, cons
     }
     // db = sum_n dZ[n,:]
     if (db) {
-        for (std::size_t o = 0; o < out; ++o) db[o] = T(0);
-        for (std::size_t r = 0; r < n; ++r) {
+        for (std::size_t o = 0; o < out; ++o) db[o] = n ? g[o] : T(0);
+        for (std::size_t r = 1; r < n; ++r) {
             const T* FG_R gr = g + r * out;
             for (std::size_t o = 0; o < out; ++o) db[o] += gr[o];
         }
@@ -92,8 +107,8 @@ void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, cons
             T* FG_R dxr = dx + r * in;
             for (std::size_t i = 0; i < in; ++i) {
                 const T* FG_R ki = k + i * out;
-                T s = T(0);
-                for (std::size_t o = 0; o < out; ++o) s += gr[o] * ki[o];
+                T s = out ? gr[0] * ki[0] : T(0);
+                for (std::size_t o = 1; o < out; ++o) s += gr[o] * ki[o];
                 dxr[i] = s;
             }
         }

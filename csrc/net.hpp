@@ -8,6 +8,8 @@
 
 #include <cmath>
 #include <cstddef>
+#include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <vector>
 
@@ -90,34 +92,34 @@ double dense1_value_and_grad(const DenseView<T>& L, T* FG_R z, const T* FG_R x, 
     T* FG_R db = L.db;
     const bool relu = L.act == Activation::relu;
     if (out == 1) {  // one output (W1-W4 of the benchmarks): scalar code, no short vector loops
-        const T b0 = b ? b[0] : T(0);
         T db0 = T(0);
         double s = 0.0;
-        for (std::size_t i = 0; i < in; ++i) dk[i] = T(0);
         for (std::size_t r = 0; r < rows; ++r) {
             const T* FG_R xr = x + r * in;
-            T z0 = b0;
-            for (std::size_t i = 0; i < in; ++i) z0 += xr[i] * k[i];
+            T z0 = b ? b[0] + xr[0] * k[0] : xr[0] * k[0];
+            for (std::size_t i = 1; i < in; ++i) z0 += xr[i] * k[i];
             const T p = relu && z0 < T(0) ? T(0) : z0;
             const double d = double(p) - double(y[r]);
             s += d * d;
             T g = (T(2) * (p - y[r])) * scale;
             if (relu) g = p > T(0) ? g : T(0);
-            for (std::size_t i = 0; i < in; ++i) dk[i] += xr[i] * g;
-            db0 += g;
+            if (r == 0) {
+                for (std::size_t i = 0; i < in; ++i) dk[i] = xr[i] * g;
+                db0 = g;
+            } else {
+                for (std::size_t i = 0; i < in; ++i) dk[i] += xr[i] * g;
+                db0 += g;
+            }
         }
         if (db) db[0] = db0;
         return double(T(s / double(rows)));
     }
-    for (std::size_t e = 0; e < in * out; ++e) dk[e] = T(0);
-    if (db)
-        for (std::size_t o = 0; o < out; ++o) db[o] = T(0);
     double s = 0.0;
     for (std::size_t r = 0; r < rows; ++r) {
         const T* FG_R xr = x + r * in;
         const T* FG_R yr = y + r * out;
-        for (std::size_t o = 0; o < out; ++o) z[o] = b ? b[o] : T(0);
-        for (std::size_t i = 0; i < in; ++i)
+        for (std::size_t o = 0; o < out; ++o) z[o] = b ? b[o] + xr[0] * k[o] : xr[0] * k[o];
+        for (std::size_t i = 1; i < in; ++i)
             for (std::size_t o = 0; o < out; ++o) z[o] += xr[i] * k[i * out + o];
         for (std::size_t o = 0; o < out; ++o) {
             T p = z[o];
@@ -128,10 +130,17 @@ double dense1_value_and_grad(const DenseView<T>& L, T* FG_R z, const T* FG_R x, 
             if (relu) g = p > T(0) ? g : T(0);
             z[o] = g;
         }
-        for (std::size_t i = 0; i < in; ++i)
-            for (std::size_t o = 0; o < out; ++o) dk[i * out + o] += xr[i] * z[o];
-        if (db)
-            for (std::size_t o = 0; o < out; ++o) db[o] += z[o];
+        if (r == 0) {
+            for (std::size_t i = 0; i < in; ++i)
+                for (std::size_t o = 0; o < out; ++o) dk[i * out + o] = xr[i] * z[o];
+            if (db)
+                for (std::size_t o = 0; o < out; ++o) db[o] = z[o];
+        } else {
+            for (std::size_t i = 0; i < in; ++i)
+                for (std::size_t o = 0; o < out; ++o) dk[i * out + o] += xr[i] * z[o];
+            if (db)
+                for (std::size_t o = 0; o < out; ++o) db[o] += z[o];
+        }
     }
     return double(T(s / double(rows * out)));
 }
@@ -168,23 +177,26 @@ StepResult dense1_out1_step(const DenseView<T>& L, const T* FG_R x, const T* FG_
     T* FG_R dk = L.dk;
     const bool relu = L.act == Activation::relu;
     const T scale = T(1) / T(rows);
-    const T b0 = L.b ? L.b[0] : T(0);
-    for (std::size_t i = 0; i < in; ++i) dk[i] = T(0);
     T db0 = T(0);
     double s = 0.0;
     for (std::size_t r = 0; r < rows; ++r) {
         const std::size_t row = idx ? std::size_t(idx[r]) : r;
         const T* FG_R xr = x + row * in;
         const T yr = y[row];
-        T z = b0;
-        for (std::size_t i = 0; i < in; ++i) z += xr[i] * k[i];
+        T z = L.b ? L.b[0] + xr[0] * k[0] : xr[0] * k[0];
+        for (std::size_t i = 1; i < in; ++i) z += xr[i] * k[i];
         const T p = relu && z < T(0) ? T(0) : z;
         const double d = double(p) - double(yr);
         s += d * d;
         T g = (T(2) * (p - yr)) * scale;
         if (relu) g = p > T(0) ? g : T(0);
-        for (std::size_t i = 0; i < in; ++i) dk[i] += xr[i] * g;
-        db0 += g;
+        if (r == 0) {
+            for (std::size_t i = 0; i < in; ++i) dk[i] = xr[i] * g;
+            db0 = g;
+        } else {
+            for (std::size_t i = 0; i < in; ++i) dk[i] += xr[i] * g;
+            db0 += g;
+        }
     }
     StepResult r{};
     r.loss = double(T(s / double(rows)));
@@ -373,6 +385,258 @@ ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::
     return out;
 }
 
+// The rules as a loop needs them: the MaxSteps limit (the smallest n; the first such rule in
+// list order is the one that fires) and whether anything else must be tested step by step.
+struct RulePlan {
+    long long limit = LLONG_MAX;
+    int limit_rule = -1;
+    bool others = false;      // a rule other than MaxSteps: test every rule, in order, every step
+    bool need_delta = false;  // a WeightDelta rule: compute the largest weight change
+};
+
+inline RulePlan plan_rules(const std::vector<Rule>& rules) {
+    RulePlan p;
+    for (std::size_t j = 0; j < rules.size(); ++j) {
+        if (rules[j].kind == RuleKind::max_steps) {
+            if (rules[j].n < p.limit) {
+                p.limit = rules[j].n;
+                p.limit_rule = int(j);
+            }
+        } else {
+            p.others = true;
+            p.need_delta |= rules[j].kind == RuleKind::weight_delta;
+        }
+    }
+    return p;
+}
+
+// The native loop for one Dense layer with one output and IN <= 4 inputs (the walkthrough's
+// models).  Each step does what dense1_out1_step does, in the same order, so the same bits as the
+// Python loop and as value_and_grad + sgd_update; the largest weight change is computed only when
+// a WeightDelta rule reads it.
+//
+// tiny_steps runs steps [begin, end) with the parameters and the generator in registers and no
+// test but finiteness between steps; dense1_out1_run cuts the chunk into such stretches, between
+// which it records weights, tests the rules and polls for Ctrl-C.
+// full batch; one random index; k distinct random indices (Floyd); the sampler's own draw
+enum class Draw : int { none = 0, one = 1, floyd = 2, other = 3 };
+
+template <class T, std::size_t IN>
+struct TinyParams {
+    T k[IN], dk[IN];
+    T b, db;
+};
+
+struct TinyEnd {
+    std::size_t steps;    // steps done (the last one included, when it was not finite)
+    bool not_finite;      // the last step's loss, gradient norm or a new weight is not finite
+    double delta;         // the last step's largest weight change (with want_delta)
+};
+
+template <class T, std::size_t IN, bool BIAS, bool RELU, Draw DRAW>
+TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std::int64_t* idx, Sampler* sampler,
+                   Xoshiro& gen_io, std::size_t rows, T lr, std::size_t begin, std::size_t end,
+                   double* FG_R loss_out, double* FG_R gnorm_out, bool want_delta) {
+    T k[IN], dk[IN];
+    for (std::size_t e = 0; e < IN; ++e) {
+        k[e] = tp.k[e];
+        dk[e] = tp.dk[e];
+    }
+    T b = tp.b, db = tp.db;
+    Xoshiro gen = gen_io;
+    const std::size_t n = sampler ? sampler->n() : 0;
+    const T scale = T(1) / T(rows);
+    TinyEnd res{0, false, 0.0};
+    std::size_t i = begin;
+    for (; i < end; ++i) {
+        std::int64_t* bi = DRAW == Draw::none ? nullptr : idx + i * rows;
+        if (DRAW == Draw::one)
+            bi[0] = std::int64_t(gen.bounded(n));
+        else if (DRAW == Draw::floyd)
+            Sampler::floyd_draw(gen, n, rows, bi);
+        else if (DRAW == Draw::other)
+            sampler->draw_with(gen, bi);
+        T gb = T(0);
+        double s = 0.0;
+        const std::size_t nrows = DRAW == Draw::one ? 1 : rows;
+        for (std::size_t r = 0; r < nrows; ++r) {
+            const std::size_t row = DRAW == Draw::none ? r : std::size_t(bi[r]);
+            const T* FG_R xr = x + row * IN;
+            const T yr = y[row];
+            T z = BIAS ? b + xr[0] * k[0] : xr[0] * k[0];
+            for (std::size_t e = 1; e < IN; ++e) z += xr[e] * k[e];
+            const T p = RELU && z < T(0) ? T(0) : z;
+            const double d = double(p) - double(yr);
+            s += d * d;
+            // with one row the scale is 1, and x * 1 is x exactly: the multiplication is left out
+            T g = DRAW == Draw::one ? T(2) * (p - yr) : (T(2) * (p - yr)) * scale;
+            if (RELU) g = p > T(0) ? g : T(0);
+            if (r == 0) {
+                for (std::size_t e = 0; e < IN; ++e) dk[e] = xr[e] * g;
+                gb = g;
+            } else {
+                for (std::size_t e = 0; e < IN; ++e) dk[e] += xr[e] * g;
+                gb += g;
+            }
+        }
+        const double loss = double(T(s / double(nrows)));
+        // sgd_update's sum of squares: lane e holds element e (IN <= 8), the lanes summed in order
+        double sq = double(dk[0]) * double(dk[0]);
+        for (std::size_t e = 1; e < IN; ++e) sq += double(dk[e]) * double(dk[e]);
+        if (BIAS) {
+            db = gb;
+            sq += double(db) * double(db);
+        }
+        T nk[IN];
+        for (std::size_t e = 0; e < IN; ++e) nk[e] = k[e] - lr * dk[e];
+        const T nb = BIAS ? b - lr * db : T(0);
+        if (want_delta) {  // max |new - old|, each difference in T; NaN if one is not finite
+            T most = T(0);
+            bool ok = true;
+            for (std::size_t e = 0; e < IN; ++e) {
+                const T c = std::fabs(nk[e] - k[e]);
+                ok &= std::isfinite(c);
+                most = c > most ? c : most;
+            }
+            if (BIAS) {
+                const T c = std::fabs(nb - b);
+                ok &= std::isfinite(c);
+                most = c > most ? c : most;
+            }
+            res.delta = ok ? double(most) : double(NAN);
+        }
+        for (std::size_t e = 0; e < IN; ++e) k[e] = nk[e];
+        if (BIAS) b = nb;
+        loss_out[i] = loss;
+        gnorm_out[i] = std::sqrt(sq);
+        bool finite = std::isfinite(sq) && std::isfinite(loss);
+        for (std::size_t e = 0; e < IN; ++e) finite &= std::isfinite(k[e]);
+        if (BIAS) finite &= std::isfinite(b);
+        if (!finite) {
+            res.not_finite = true;
+            ++i;
+            break;
+        }
+    }
+    res.steps = i - begin;
+    for (std::size_t e = 0; e < IN; ++e) {
+        tp.k[e] = k[e];
+        tp.dk[e] = dk[e];
+    }
+    tp.b = b;
+    tp.db = db;
+    gen_io = gen;
+    return res;
+}
+
+template <class T, std::size_t IN, bool BIAS, bool RELU, class Poll>
+ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_R y, std::int64_t* idx,
+                            Sampler* sampler, std::size_t nsteps, std::size_t rows, T lr, std::vector<Rule>& rules,
+                            LoopState& st, double* FG_R loss_out, double* FG_R gnorm_out, std::size_t every,
+                            T* const* wrec, long long* wsteps, std::size_t poll_every, Poll& poll) {
+    ChunkResult out;
+    const RulePlan plan = plan_rules(rules);
+    std::size_t end = nsteps;
+    if (!plan.others && plan.limit_rule >= 0 && plan.limit > st.step)
+        end = std::min<std::size_t>(nsteps, std::size_t(plan.limit - st.step));
+    TinyParams<T, IN> tp;
+    for (std::size_t e = 0; e < IN; ++e) {
+        tp.k[e] = L.k[e];
+        tp.dk[e] = L.dk[e];
+    }
+    tp.b = BIAS ? L.b[0] : T(0);
+    tp.db = BIAS ? L.db[0] : T(0);
+    Xoshiro gen = sampler ? sampler->generator() : Xoshiro{};
+    const Draw draw = !sampler          ? Draw::none
+                      : !sampler->floyd() ? Draw::other
+                      : rows == 1         ? Draw::one
+                                          : Draw::floyd;
+    std::size_t until_poll = poll_every ? poll_every : SIZE_MAX;
+    std::size_t until_rec = every ? every - std::size_t(st.step % static_cast<long long>(every)) : SIZE_MAX;
+    std::size_t i = 0;
+    while (i < end) {
+        // a stretch with nothing to do between its steps: up to the next record, poll or rule test
+        std::size_t stretch = std::min({end - i, until_rec, until_poll});
+        if (plan.others) stretch = 1;
+        TinyEnd te{};
+        switch (draw) {
+            case Draw::none:
+                te = tiny_steps<T, IN, BIAS, RELU, Draw::none>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
+                                                               loss_out, gnorm_out, plan.need_delta);
+                break;
+            case Draw::one:
+                te = tiny_steps<T, IN, BIAS, RELU, Draw::one>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
+                                                              loss_out, gnorm_out, plan.need_delta);
+                break;
+            case Draw::floyd:
+                te = tiny_steps<T, IN, BIAS, RELU, Draw::floyd>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
+                                                                loss_out, gnorm_out, plan.need_delta);
+                break;
+            case Draw::other:
+                te = tiny_steps<T, IN, BIAS, RELU, Draw::other>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
+                                                                loss_out, gnorm_out, plan.need_delta);
+                break;
+        }
+        i += te.steps;
+        st.step += static_cast<long long>(te.steps);
+        out.steps = i;
+        if (every && (until_rec -= te.steps) == 0) {
+            until_rec = every;
+            T* dst = wrec[0] + out.recorded * IN;
+            for (std::size_t e = 0; e < IN; ++e) dst[e] = tp.k[e];
+            if (BIAS) wrec[1][out.recorded] = tp.b;
+            wsteps[out.recorded++] = st.step;
+        }
+        const double loss = loss_out[i - 1];
+        if (te.not_finite) {  // name the first non-finite gradient and weight, as net_step does
+            int bad_grad = -1, bad_weight = -1;
+            for (std::size_t e = 0; e < IN; ++e) bad_grad = bad_grad < 0 && !std::isfinite(tp.dk[e]) ? 0 : bad_grad;
+            if (BIAS && bad_grad < 0 && !std::isfinite(tp.db)) bad_grad = 1;
+            for (std::size_t e = 0; e < IN; ++e) bad_weight = bad_weight < 0 && !std::isfinite(tp.k[e]) ? 0 : bad_weight;
+            if (BIAS && bad_weight < 0 && !std::isfinite(tp.b)) bad_weight = 1;
+            if (!std::isfinite(loss) || bad_grad >= 0 || bad_weight >= 0) {
+                out.stop = -2;
+                out.bad_grad = bad_grad;
+                out.bad_weight = bad_weight;
+                break;
+            }
+        }
+        if (plan.others) {
+            for (std::size_t j = 0; j < rules.size() && out.stop < 0; ++j)
+                if (rule_fires(rules[j], st, loss, te.delta)) out.stop = int(j);
+            if (out.stop >= 0) break;
+        }
+        st.prev_loss = loss;
+        st.has_prev = true;
+        if (poll_every && (until_poll -= te.steps) == 0) {
+            until_poll = poll_every;
+            if (poll()) {
+                out.stop = -3;
+                break;
+            }
+        }
+    }
+    if (out.stop == -1 && !plan.others && plan.limit_rule >= 0 && st.step >= plan.limit) out.stop = plan.limit_rule;
+    for (std::size_t e = 0; e < IN; ++e) {
+        L.k[e] = tp.k[e];
+        L.dk[e] = tp.dk[e];
+    }
+    if (BIAS) {
+        L.b[0] = tp.b;
+        L.db[0] = tp.db;
+    }
+    if (sampler) sampler->set_generator(gen);
+    return out;
+}
+
+template <class T, std::size_t IN, class Poll, class... A>
+ChunkResult dense1_out1_dispatch(const DenseView<T>& L, A&&... a) {
+    const bool relu = L.act == Activation::relu;
+    if (L.b)
+        return relu ? dense1_out1_run<T, IN, true, true, Poll>(L, a...) : dense1_out1_run<T, IN, true, false, Poll>(L, a...);
+    return relu ? dense1_out1_run<T, IN, false, true, Poll>(L, a...) : dense1_out1_run<T, IN, false, false, Poll>(L, a...);
+}
+
 template <class T, class Poll>
 ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
                     std::int64_t* idx, Sampler* sampler, std::size_t nsteps, std::size_t rows, T lr,
@@ -385,10 +649,17 @@ ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
     };
     if (layers.size() == 1 && layers[0].out == 1 && !use_blas(rows, layers[0].in, 1)) {
         const DenseView<T>& L = layers[0];
+        using P = std::remove_reference_t<Poll>;
         switch (L.in) {
-            case 1: return loop([&](const std::int64_t* bi) { return dense1_out1_step<T, 1>(L, x, y, bi, rows, lr); });
-            case 2: return loop([&](const std::int64_t* bi) { return dense1_out1_step<T, 2>(L, x, y, bi, rows, lr); });
-            case 3: return loop([&](const std::int64_t* bi) { return dense1_out1_step<T, 3>(L, x, y, bi, rows, lr); });
+#define FG_TINY(IN)                                                                                          \
+    case IN:                                                                                                 \
+        return dense1_out1_dispatch<T, IN, P>(L, x, y, idx, sampler, nsteps, rows, lr, rules, st, loss_out,     \
+                                              gnorm_out, every, wrec, wsteps, poll_every, poll);
+            FG_TINY(1)
+            FG_TINY(2)
+            FG_TINY(3)
+            FG_TINY(4)
+#undef FG_TINY
             default: break;
         }
     }

@@ -23,6 +23,18 @@ def model(dtype, seed=0):
     return fg.Sequential([fg.Dense(6, "relu", dtype=dtype), fg.Dense(1, dtype=dtype)], seed=seed)
 
 
+# one Dense layer with one output and at most 4 inputs runs a loop of its own (csrc/net.hpp,
+# dense1_out1_run): each kind it is specialised for, and one just past it
+MODELS = {
+    "two-layer": (model, 4),
+    "dense-4-bias": (lambda dtype: fg.Sequential([fg.Dense(1, dtype=dtype)], seed=0), 4),
+    "dense-3-relu": (lambda dtype: fg.Sequential([fg.Dense(1, "relu", dtype=dtype)], seed=0), 3),
+    "dense-1-no-bias": (lambda dtype: fg.Sequential([fg.Dense(1, use_bias=False, dtype=dtype)], seed=0), 1),
+    "dense-2-relu-no-bias": (lambda dtype: fg.Sequential([fg.Dense(1, "relu", use_bias=False, dtype=dtype)], seed=0), 2),
+    "dense-5": (lambda dtype: fg.Sequential([fg.Dense(1, dtype=dtype)], seed=0), 5),
+}
+
+
 def assert_same_run(a, b):
     assert (a.stopped_by, a.steps, a.divergence) == (b.stopped_by, b.steps, b.divergence)
     assert a.history.loss.tobytes() == b.history.loss.tobytes()
@@ -60,11 +72,14 @@ RULES = {
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("batch_size, sampling", [(None, "random"), (1, "random"), (3, "random"), (4, "shuffle")])
+@pytest.mark.parametrize("batch_size, sampling", [(None, "random"), (1, "random"), (3, "random"), (4, "shuffle"),
+                                                  (1, "shuffle"), (70, "random")])
 @pytest.mark.parametrize("rules", list(RULES))
-def test_native_and_python_loops_agree_bit_for_bit(dtype, batch_size, sampling, rules):
-    x, y = data()
-    (a, ma), (b, mb) = both(lambda: model(dtype), x, y, optimizer=fg.SGD(0.02), batch_size=batch_size,
+@pytest.mark.parametrize("which", list(MODELS))
+def test_native_and_python_loops_agree_bit_for_bit(dtype, batch_size, sampling, rules, which):
+    make, d = MODELS[which]
+    x, y = data(n=80, d=d)
+    (a, ma), (b, mb) = both(lambda: make(dtype), x, y, optimizer=fg.SGD(0.02), batch_size=batch_size,
                             sampling=sampling, stop=RULES[rules], seed=5, record_weights=7)
     assert_same_run(a, b)
     for u, v in zip(ma.get_weights(), mb.get_weights()):
@@ -96,6 +111,18 @@ def test_divergence_is_the_same_in_both_loops():
     assert a.stopped_by == "diverged"
     assert_same_run(a, b)
     assert [str(w.message) for w in caught][0] == [str(w.message) for w in caught][1]
+
+
+@pytest.mark.parametrize("which", list(MODELS))
+@pytest.mark.parametrize("batch_size", [None, 1, 3])
+def test_divergence_of_each_model_kind_is_the_same_in_both_loops(which, batch_size):
+    make, d = MODELS[which]
+    x, y = data(n=80, d=d)
+    with pytest.warns(fg.DivergenceWarning):
+        (a, _), (b, _) = both(lambda: make("float32"), x * 1e3, y * 1e3, optimizer=fg.SGD(10.0),
+                              batch_size=batch_size, stop=stop.MaxSteps(500), seed=2, record_weights=3)
+    assert a.stopped_by == "diverged" and a.steps < 500
+    assert_same_run(a, b)
 
 
 def test_runs_longer_than_a_chunk_agree():
@@ -137,9 +164,11 @@ def test_fit_in_threads_gives_the_same_bits_as_one_after_another():
         assert_same_run(a, b)
 
 
-def test_ctrl_c_interrupts_the_native_loop():
-    x, y = data()
-    m = model("float32")
+@pytest.mark.parametrize("which", ["two-layer", "dense-4-bias"])
+def test_ctrl_c_interrupts_the_native_loop(which):
+    make, d = MODELS[which]
+    x, y = data(d=d)
+    m = make("float32")
     timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
     timer.start()
     try:
