@@ -28,11 +28,13 @@ as ``fit`` draws them, and the script checks that ``fit`` used exactly those.
 
 Timing: every contender gets a short untimed warm-up.  A contender whose full run takes more than
 a few seconds (eager TensorFlow, say) runs once, timed in five segments: its min-max is over the
-segments (marked ``seg``); all others run the full workload several times (``rep``).  For W6 and
-W7 the roofline is the time NumPy's matmul takes for the step's five matrix products (forward
-X@K1, H@K2; backward H.T@dZ2, dZ2@K2.T, X.T@dZ1), measured in the same run, right before and
-right after fastgrad's runs.  fastgrad's figure is the whole ``fit`` call divided by the steps, so
-it includes fit's fixed costs (checking the data, the final full-data loss).
+segments (marked ``seg``).  All others run the full workload several times (``rep``), in rounds:
+one run of each contender per round, so that the machine's slow and fast spells (it is shared;
+its speed moves by up to 2x over seconds) fall on all of them alike.  For W6 and W7 the roofline
+is the time NumPy's matmul takes for the step's five matrix products (forward X@K1, H@K2;
+backward H.T@dZ2, dZ2@K2.T, X.T@dZ1), sampled in the same run before the contenders and after
+each round.  fastgrad's figure is the whole ``fit`` call divided by the steps, so it includes
+fit's fixed costs (checking the data, setting up the run, building the result).
 
 The machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which slow OpenBLAS down; this script
 re-executes itself once with both removed from the environment, so every contender (NumPy's
@@ -922,50 +924,83 @@ def _gc_paused():
             gc.enable()
 
 
+class Measurement:
+    """One contender's timing on one workload, taken a run at a time.
+
+    ``start()`` warms the runner up; a contender whose full run is estimated to take longer than
+    ``policy.segment_above_s`` is then timed at once, in segments of one run (``done``).  The
+    others are timed by ``run_once()``, one full run per call: main() calls it round-robin
+    over the contenders, so that the machine's slow and fast spells (it is shared, and its
+    speed moves by 2x over seconds) fall on every contender alike instead of on whichever
+    happened to run then."""
+
+    def __init__(self, runner: Runner, steps: int, policy: Policy) -> None:
+        self.runner, self.steps, self.policy = runner, steps, policy
+        self.times: List[float] = []
+        self.losses: Optional[np.ndarray] = None
+        self.timing: Optional[Timing] = None
+
+    def start(self) -> None:
+        runner, steps, policy = self.runner, self.steps, self.policy
+        est = 0.0
+        if not runner.precompiled:
+            # two warm-ups: the first traces/compiles, the second estimates the cost of a step
+            warm = max(1, min(20, steps // 10))
+            runner.reset()
+            runner.run(warm)
+            runner.reset()
+            t0 = time.perf_counter()
+            runner.run(warm)
+            est = (time.perf_counter() - t0) / warm * steps
+        if runner.segmentable and est > policy.segment_above_s and policy.fixed_repeats is None:
+            runner.reset()
+            with _gc_paused():
+                t0 = time.perf_counter()
+                losses, stamps = runner.run(steps, policy.segments)
+            bounds = _segment_bounds(steps, policy.segments)
+            starts = [t0] + stamps[:-1]
+            per = [(e - s) / (b - a) * 1e6 for (a, b), s, e in zip(bounds, starts, stamps) if b > a]
+            self.timing = Timing(per, "seg", np.asarray(losses, dtype=np.float64), runner.weights())
+
+    @property
+    def done(self) -> bool:
+        if self.timing is not None:
+            return True
+        n, p = len(self.times), self.policy
+        if p.fixed_repeats is not None:
+            return n >= p.fixed_repeats
+        return n >= p.max_repeats or (n >= p.min_repeats and sum(self.times) > p.budget_s)
+
+    def run_once(self) -> None:
+        self.runner.reset()
+        with _gc_paused():
+            t0 = time.perf_counter()
+            losses, _ = self.runner.run(self.steps)
+            self.times.append(time.perf_counter() - t0)
+        self.losses = losses
+
+    def result(self) -> Timing:
+        if self.timing is None:
+            per = [t / self.steps * 1e6 for t in self.times]
+            self.timing = Timing(per, "rep", np.asarray(self.losses, dtype=np.float64), self.runner.weights())
+        return self.timing
+
+
 def measure(runner: Runner, steps: int, policy: Policy) -> Timing:
-    est = 0.0
-    if not runner.precompiled:
-        # two warm-ups: the first traces/compiles, the second estimates the cost of a step
-        warm = max(1, min(20, steps // 10))
-        runner.reset()
-        runner.run(warm)
-        runner.reset()
-        t0 = time.perf_counter()
-        runner.run(warm)
-        est = (time.perf_counter() - t0) / warm * steps
-
-    if runner.segmentable and est > policy.segment_above_s and policy.fixed_repeats is None:
-        runner.reset()
-        with _gc_paused():
-            t0 = time.perf_counter()
-            losses, stamps = runner.run(steps, policy.segments)
-        bounds = _segment_bounds(steps, policy.segments)
-        starts = [t0] + stamps[:-1]
-        per = [(e - s) / (b - a) * 1e6 for (a, b), s, e in zip(bounds, starts, stamps) if b > a]
-        return Timing(per, "seg", np.asarray(losses, dtype=np.float64), runner.weights())
-
-    times: List[float] = []
-    losses = None
-    while True:
-        runner.reset()
-        with _gc_paused():
-            t0 = time.perf_counter()
-            losses, _ = runner.run(steps)
-            times.append(time.perf_counter() - t0)
-        n = len(times)
-        if policy.fixed_repeats is not None:
-            if n >= policy.fixed_repeats:
-                break
-        elif n >= policy.max_repeats or (n >= policy.min_repeats and sum(times) > policy.budget_s):
-            break
-    return Timing([t / steps * 1e6 for t in times], "rep", np.asarray(losses, dtype=np.float64), runner.weights())
+    """One contender alone (no interleaving): warm-up, then its runs one after another."""
+    m = Measurement(runner, steps, policy)
+    m.start()
+    while not m.done:
+        m.run_once()
+    return m.result()
 
 
-def roofline_samples(w: Workload, budget_s: float = 1.0) -> List[float]:
+def roofline_samples(w: Workload, budget_s: float = 1.0, min_tries: int = 5) -> List[float]:
     """µs NumPy's matmul takes for the step's five matrix products, one figure per try.
 
-    main() takes samples right before and right after fastgrad's runs and pools them, so that
-    the roofline and fastgrad see the same machine (it is shared, and its load moves)."""
+    main() takes samples before the contenders' runs and after each round of them, and pools
+    them, so that the roofline and fastgrad see the same machine (it is shared, and its load
+    moves)."""
     rng = np.random.default_rng(1)
     f32 = np.float32
     b = w.rows
@@ -987,7 +1022,7 @@ def roofline_samples(w: Workload, budget_s: float = 1.0) -> List[float]:
     five()
     times = []
     spent = 0.0
-    while len(times) < 5 or (spent < budget_s and len(times) < 200):
+    while len(times) < min_tries or (spent < budget_s and len(times) < 200):
         t0 = time.perf_counter()
         five()
         dt = time.perf_counter() - t0
@@ -1163,12 +1198,41 @@ def main(argv=None) -> int:
         ref: Optional[Timing] = None
         has_roof = w.id in ("W6", "W7")
         roof: List[float] = roofline_samples(w) if has_roof else []
+        # prepare and warm up every contender; the slow ones are timed then (segments of one run)
+        started: List[Tuple[Contender, Measurement]] = []
         for c in contenders:
             if not c.supports(w):
                 continue
             try:
-                runner = c.prepare(w)
-                tm = measure(runner, w.steps, policy)
+                m = Measurement(c.prepare(w), w.steps, policy)
+                m.start()
+                started.append((c, m))
+            except Exception as e:
+                errors.append(f"{w.id} {c.name}: {type(e).__name__}: {e}")
+                out(f"  {c.name:<29}ERROR {type(e).__name__}: {e}")
+                traceback.print_exc(file=sys.stderr)
+        # the others: one full run each, round after round, until each has its repeats
+        failed = set()
+        while True:
+            pending = [(c, m) for c, m in started if not m.done and c.key not in failed]
+            if not pending:
+                break
+            for c, m in pending:
+                try:
+                    m.run_once()
+                except Exception as e:
+                    failed.add(c.key)
+                    errors.append(f"{w.id} {c.name}: {type(e).__name__}: {e}")
+                    out(f"  {c.name:<29}ERROR {type(e).__name__}: {e}")
+                    traceback.print_exc(file=sys.stderr)
+            if has_roof:
+                roof += roofline_samples(w, budget_s=0.0, min_tries=3)
+        for c, m in started:
+            if c.key in failed:
+                continue
+            runner = m.runner
+            try:
+                tm = m.result()
                 if isinstance(runner, FastgradRunner):
                     problem = runner.verify(w.steps)
                     if problem:
@@ -1184,8 +1248,6 @@ def main(argv=None) -> int:
             label = c.name
             if isinstance(runner, FastgradRunner):
                 ref, ref_final = tm, final
-                if has_roof:
-                    roof += roofline_samples(w)
                 label = f"{c.name} ({getattr(runner.result, 'loop', '?')} loop)"
             med, lo, hi = tm.median, min(tm.per_step_us), max(tm.per_step_us)
             ratio = med / ref.median if ref is not None else float("nan")

@@ -242,6 +242,7 @@ class Net {
 
     std::size_t in_dim() const { return layers_.front().in; }
     std::size_t rows() const { return rows_; }
+    bool gather() const { return gather_; }
     std::size_t out_dim() const { return layers_.back().out; }
 
     void check_xy(const Arr<T>& x, const Arr<T>& y, std::size_t min_rows) const {
@@ -309,56 +310,64 @@ class Net {
         state_ = fg::LoopState{};
     }
 
-    // Runs up to nsteps steps natively, the GIL released.  Returns
-    // (steps, stop, bad_grad, bad_weight, recorded); see fg::net_run.
     static const char* dtype_name() { return sizeof(T) == 4 ? "float32" : "float64"; }
 
-    // idx: (>= nsteps, rows) int64; with a sampler it is filled (and must be writeable),
-    // without one it holds the batches to use.  None: the full batch.
-    py::tuple run(const py::array& xa, const py::array& ya, py::handle idxh, py::handle samplerh, std::size_t nsteps,
-                  double lr, Arr<double> loss_out, Arr<double> gnorm_out, std::size_t every, std::vector<Arr<T>> wrec,
-                  py::array_t<long long, py::array::c_style> wsteps, py::object flag) {
+    // One chunk of the native loop with its records allocated here: returns (steps, stop, bad_grad,
+    // bad_weight, loss (nsteps,), grad_norm (nsteps,), batches (nsteps, rows) or None, weight rows
+    // [(cap, *shape) per parameter] or None, their steps (cap,) or None, recorded).  The sampler
+    // (None for the full batch) draws every step's batch.  Only the first `steps` entries (and
+    // `recorded` weight rows) are written.
+    py::tuple run_chunk(const py::array& xa, const py::array& ya, py::handle samplerh, std::size_t nsteps,
+                        double lr, std::size_t every, py::object flag) {
         const Arr<T> x = exact<T>(xa, "x", dtype_name());
         const Arr<T> y = exact<T>(ya, "y", dtype_name());
-        std::int64_t* ip = nullptr;
         fg::Sampler* sampler = samplerh.is_none() ? nullptr : samplerh.cast<fg::Sampler*>();
-        if (!idxh.is_none()) {
-            Idx idx = exact<std::int64_t>(py::reinterpret_borrow<py::array>(idxh), "idx", "int64");
-            if (!gather_) fail("idx: this Net was built for the full batch");
-            if (idx.ndim() != 2 || std::size_t(idx.shape(1)) != rows_ || std::size_t(idx.shape(0)) < nsteps)
-                fail("idx: expected shape (>= " + std::to_string(nsteps) + ", " + std::to_string(rows_) +
-                     "), got " + shape_str(idx));
-            check_xy(x, y, 1);
-            if (sampler) {
-                if (!idx.writeable()) fail("idx: expected a writeable array for the sampler to fill");
-                if (sampler->k() != rows_ || sampler->n() != std::size_t(x.shape(0)))
-                    fail("sampler: drawn for other sizes than this run");
-                ip = idx.mutable_data();
-            } else {
-                ip = const_cast<std::int64_t*>(idx.data());
-                const auto n = x.shape(0);
-                for (std::size_t e = 0; e < nsteps * rows_; ++e)
-                    if (ip[e] < 0 || ip[e] >= n) fail("idx: index " + std::to_string(ip[e]) + " out of range");
-            }
+        check_xy(x, y, 1);
+        if (sampler) {
+            if (!gather_) fail("sampler: this Net was built for the full batch");
+            if (sampler->k() != rows_ || sampler->n() != std::size_t(x.shape(0)))
+                fail("sampler: drawn for other sizes than this run");
         } else {
-            if (gather_ || sampler) fail("idx: this Net draws batches; pass the batch indices");
-            check_xy(x, y, rows_);
+            if (gather_) fail("sampler: this Net draws batches; pass a sampler");
             if (std::size_t(x.shape(0)) != rows_) fail("x: expected " + std::to_string(rows_) + " rows");
         }
-        if (std::size_t(loss_out.size()) < nsteps || std::size_t(gnorm_out.size()) < nsteps)
-            fail("loss_out, gnorm_out: expected room for every step");
+        if (nsteps == 0) fail("nsteps: expected at least 1");
+        Arr<double> loss(static_cast<py::ssize_t>(nsteps)), norm(static_cast<py::ssize_t>(nsteps));
+        py::object batches = py::none(), wlist = py::none(), wsteps_obj = py::none();
+        std::int64_t* ip = nullptr;
+        if (sampler) {
+            Idx b({nsteps, rows_});
+            ip = b.mutable_data();
+            batches = b;
+        }
         std::vector<T*> wp;
+        long long* sp = nullptr;
         if (every) {
             const std::size_t cap = nsteps / every + 1;
-            if (wrec.size() != grads_.size() || std::size_t(wsteps.size()) < cap)
-                fail("wrec: expected one buffer per parameter");
-            for (std::size_t p = 0; p < wrec.size(); ++p) {
-                if (std::size_t(wrec[p].size()) < cap * std::size_t(grads_[p].size()) || !wrec[p].writeable())
-                    fail("wrec: buffer too small");
-                wp.push_back(wrec[p].mutable_data());
+            py::list wl;
+            for (const auto& g : grads_) {
+                std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(cap)};
+                shape.insert(shape.end(), g.shape(), g.shape() + g.ndim());
+                Arr<T> a(shape);
+                wp.push_back(a.mutable_data());
+                wl.append(a);
             }
+            py::array_t<long long> ws(static_cast<py::ssize_t>(cap));
+            sp = ws.mutable_data();
+            wlist = wl;
+            wsteps_obj = ws;
         }
-        // poll Ctrl-C about every few milliseconds of work
+        const fg::ChunkResult r = run_native(x.data(), y.data(), ip, sampler, nsteps, T(lr), loss.mutable_data(),
+                                             norm.mutable_data(), every, wp.data(), sp, flag);
+        return py::make_tuple(r.steps, r.stop, r.bad_grad, r.bad_weight, loss, norm, batches, wlist, wsteps_obj,
+                              r.recorded);
+    }
+
+  private:
+    // the native loop over checked buffers, the GIL released; Ctrl-C is polled every few ms of work
+    fg::ChunkResult run_native(const T* xp, const T* yp, std::int64_t* ip, fg::Sampler* sampler, std::size_t nsteps,
+                               T lr, double* lp, double* gp, std::size_t every, T* const* wp, long long* sp,
+                               const py::object& flag) {
         std::size_t work = 0;
         for (const auto& L : layers_) work += L.in * L.out;
         work *= rows_;
@@ -371,21 +380,11 @@ class Net {
             }
             return !flag.is_none() && py::bool_(flag.attr("hit"));
         };
-        const T* xp = x.data();
-        const T* yp = y.data();
-        double* lp = loss_out.mutable_data();
-        double* gp = gnorm_out.mutable_data();
-        long long* sp = wsteps.mutable_data();
-        fg::ChunkResult r;
-        {
-            py::gil_scoped_release nogil;
-            r = fg::net_run(scratch_, layers_, xp, yp, ip, sampler, nsteps, rows_, T(lr), rules_, state_, lp, gp, every,
-                            wp.data(), sp, poll_every, poll);
-        }
-        return py::make_tuple(r.steps, r.stop, r.bad_grad, r.bad_weight, r.recorded);
+        py::gil_scoped_release nogil;
+        return fg::net_run(scratch_, layers_, xp, yp, ip, sampler, nsteps, rows_, lr, rules_, state_, lp, gp, every,
+                           wp, sp, poll_every, poll);
     }
 
-  private:
     std::vector<Arr<T>> params_;  // keeps the live arrays alive while we hold their pointers
     std::vector<Arr<T>> grads_;
     std::vector<fg::DenseView<T>> layers_;
@@ -414,11 +413,10 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def("value_and_grad", &Net<T>::value_and_grad, py::arg("x").noconvert(), py::arg("y").noconvert())
         .def_property_readonly("grads", &Net<T>::grads)
         .def_property_readonly("rows", [](const Net<T>& n) { return n.rows(); })
+        .def_property_readonly("gather", [](const Net<T>& n) { return n.gather(); })
         .def("set_rules", &Net<T>::set_rules, py::arg("rules"))
-        .def("run", &Net<T>::run, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("idx"),
-             py::arg("sampler"), py::arg("nsteps"), py::arg("learning_rate"),
-             py::arg("loss_out").noconvert(), py::arg("gnorm_out").noconvert(), py::arg("every"),
-             py::arg("wrec").noconvert(), py::arg("wsteps").noconvert(), py::arg("flag"));
+        .def("run_chunk", &Net<T>::run_chunk, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("sampler"),
+             py::arg("nsteps"), py::arg("learning_rate"), py::arg("every"), py::arg("flag"));
 }
 
 }  // namespace
@@ -450,6 +448,11 @@ PYBIND11_MODULE(_core, m) {
         if (is_exact<double>(a)) return fg::all_finite(static_cast<const double*>(a.data()), std::size_t(a.size()));
         throw py::type_error("a: expected a C-contiguous float32 or float64 array");
     }, py::arg("a"), "whether every element is finite");
+    m.def("seed_state", [](std::uint64_t seed) {
+        std::uint64_t st[4];
+        fg::seed_sequence_state(seed, st);
+        return py::make_tuple(st[0], st[1], st[2], st[3]);
+    }, py::arg("seed"), "NumPy's SeedSequence(seed).generate_state(4, np.uint64), for 0 <= seed < 2**64");
     m.def("dense_forward", &dense_forward, py::arg("x"), py::arg("kernel").noconvert(), py::arg("bias").none(true),
           py::arg("activation"), py::arg("check_finite") = false);
     py::class_<fg::Sampler>(m, "Sampler", "batch indices from a seed; see csrc/sampler.hpp")
@@ -459,6 +462,13 @@ PYBIND11_MODULE(_core, m) {
                  return new fg::Sampler(state.data(), n, k, shuffle);
              }),
              py::arg("state"), py::arg("n"), py::arg("k"), py::arg("shuffle"))
+        .def_static("from_seed", [](std::uint64_t seed, std::size_t n, std::size_t k, bool shuffle) {
+                 if (n == 0 || k == 0 || k > n) fail("k: expected 1 <= k <= n");
+                 std::uint64_t state[4];
+                 fg::seed_sequence_state(seed, state);
+                 return new fg::Sampler(state, n, k, shuffle);
+             }, py::arg("seed"), py::arg("n"), py::arg("k"), py::arg("shuffle"),
+             "the sampler of Sampler(SeedSequence(seed).generate_state(4, uint64), n, k, shuffle)")
         .def("fill", [](fg::Sampler& s, py::array_t<std::int64_t, py::array::c_style> out) {
                  if (out.ndim() != 2 || std::size_t(out.shape(1)) != s.k() || !out.writeable())
                      fail("out: expected a writeable (steps, k) int64 array");

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
+from fastgrad import _core
 from fastgrad import stop
 
 
@@ -86,6 +87,29 @@ def test_seed_none_is_recorded_and_reproduces():
     r2 = fg.fit(two_layer(0), x, y, batch_size=2, stop=stop.MaxSteps(20), seed=r1.seed)
     assert isinstance(r1.seed, int)
     assert same_bits(r1.history.batches, r2.history.batches) and same_bits(r1.history.loss, r2.history.loss)
+
+
+SEEDS_TO_CHECK = [0, 1, 2, 30, 42, 12345, 2**31 - 1, 2**32 - 1, 2**32, 2**32 + 1, 2**48 + 7, 2**63, 2**64 - 1]
+
+
+@pytest.mark.parametrize("seed", SEEDS_TO_CHECK + list(np.random.default_rng(0).integers(0, 2**63, 20)))
+def test_the_cpp_seed_state_is_numpys_seed_sequence(seed):
+    # BatchStream seeds its generator in C++; the contract is NumPy's SeedSequence(seed)
+    seed = int(seed)
+    expect = tuple(int(v) for v in np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64))
+    assert _core.seed_state(seed) == expect
+
+
+def test_seeds_past_64_bits_use_numpys_seed_sequence():
+    big = 2**70 + 5
+    a = fg.BatchStream(n=50, batch_size=3, sampling="random", seed=big).next_chunk()
+    state = np.random.SeedSequence(big).generate_state(4, dtype=np.uint64)
+    s = _core.Sampler(state, 50, 3, False)
+    b = np.empty_like(a)
+    s.fill(b)
+    assert np.array_equal(a, b)
+    with pytest.raises(TypeError):
+        _core.seed_state(-1)
 
 
 def test_random_sampling_has_no_repeats_within_a_batch_and_covers_the_data():

@@ -13,6 +13,8 @@ from . import _core
 
 def as_array(name: str, a, dtype: np.dtype) -> np.ndarray:
     """``a`` as a C-contiguous array of ``dtype``; TypeError if it is not numeric."""
+    if type(a) is np.ndarray and a.dtype == dtype and a.flags.c_contiguous:
+        return a  # already what the kernels take (the common case: no conversion, no copy)
     if isinstance(a, np.ndarray):
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
@@ -64,6 +66,8 @@ def data(x, y, dtype: np.dtype, outputs: int | None = None) -> Tuple[np.ndarray,
 
 
 def positive_int(name: str, v, allow_none: bool = False):
+    if type(v) is int and v > 0:
+        return v
     if v is None and allow_none:
         return None
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):

@@ -62,6 +62,13 @@ class Dense:
         self.kernel: Optional[np.ndarray] = None
         self.bias: Optional[np.ndarray] = None
 
+    # fit keeps its compiled step here between calls (see training._net_for): not part of the
+    # layer's state, so copies and pickles leave it out
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state.pop("_fit_net", None)
+        return state
+
     # -- building -------------------------------------------------------------------------
     @property
     def built(self) -> bool:

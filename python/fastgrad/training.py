@@ -170,8 +170,7 @@ class BatchStream:
 
     def __init__(self, n: int, batch_size: int, sampling: str, seed: int) -> None:
         self.n, self.k, self.sampling = n, batch_size, sampling
-        state = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
-        self.sampler = _core.Sampler(state, n, batch_size, sampling == "shuffle")
+        self.sampler = _sampler(n, batch_size, sampling, seed)
         self._cap = max(1, self.MAX_CHUNK_STEPS // batch_size)
         self._next = min(self.FIRST_CHUNK_STEPS, self._cap)
 
@@ -182,6 +181,39 @@ class BatchStream:
         out = np.empty((s, self.k), dtype=np.int64)
         self.sampler.fill(out)
         return out
+
+
+def _sampler(n: int, k: int, sampling: str, seed: int):
+    """The C++ sampler of a run: its generator starts at NumPy's ``SeedSequence(seed)`` state."""
+    if seed < 2**64:  # the state computed in C++ (NumPy's SeedSequence costs 20 µs)
+        return _core.Sampler.from_seed(seed, n, k, sampling == "shuffle")
+    state = np.random.SeedSequence(seed).generate_state(4, dtype=np.uint64)
+    return _core.Sampler(state, n, k, sampling == "shuffle")
+
+
+# The compiled Net of a small model is kept between fit calls (its set-up is a few µs of a short
+# run), on the model's first layer (``Dense._fit_net``, which copies and pickles leave out).  It
+# is taken off the layer while a fit uses it, so two threads never share one, and it is rebuilt
+# when the parameter arrays are not the ones it holds (after set_weights or build).
+NET_CACHE_MAX_SCRATCH = 1 << 16  # elements of scratch (activations, gradients, gathered rows)
+
+
+def _net_for(layers, params, rows: int, gather: bool):
+    entry = layers[0].__dict__.pop("_fit_net", None)
+    if entry is not None:
+        key, held, net = entry
+        if key == (rows, gather) and len(held) == len(params) and all(a is b for a, b in zip(held, params)):
+            return entry
+    Net = _core.NetF32 if layers[0].dtype == np.float32 else _core.NetF64
+    net = Net(params, [lay.use_bias for lay in layers], [lay._act for lay in layers], rows, gather)
+    return (rows, gather), tuple(params), net
+
+
+def _keep_net(layers, entry) -> None:
+    """Keep the Net for the next fit of these layers, if its scratch is small."""
+    rows = entry[0][0]
+    if rows * (2 * sum(lay.units for lay in layers) + layers[0].input_dim + layers[-1].units) <= NET_CACHE_MAX_SCRATCH:
+        layers[0]._fit_net = entry
 
 
 def _param_names(layers) -> List[str]:
@@ -203,13 +235,15 @@ def _check_rules(stop) -> list:
         rules = list(stop)
     else:
         raise TypeError(f"stop: expected a stopping rule or a list of them, got {type(stop).__name__}")
+    capped = False
     for i, r in enumerate(rules):
         if not callable(r):
             raise TypeError(
                 f"stop[{i}]: expected a stopping rule (fastgrad.stop.* or a callable taking a StepState), "
                 f"got {type(r).__name__}"
             )
-    if not any(isinstance(r, _stop.MaxSteps) for r in rules):
+        capped = capped or isinstance(r, _stop.MaxSteps)
+    if not capped:
         rules.append(_stop.MaxSteps(DEFAULT_MAX_STEPS))
     return rules
 
@@ -224,6 +258,8 @@ def _check_record(record_weights) -> int:
 
 
 def _check_seed(seed) -> int:
+    if type(seed) is int and seed >= 0:
+        return seed
     if seed is None:
         return int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -299,35 +335,45 @@ def fit(
     n = x.shape[0]
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
-    if not all(layer.built for layer in layers):
+    if layers[-1].kernel is None or layers[0].kernel is None:
         model.build(x.shape[1])  # as a first call would; the only change before training
 
-    params = [w for layer in layers for w in layer._params()]
+    params = []
+    for layer in layers:
+        params.append(layer.kernel)
+        if layer.bias is not None:
+            params.append(layer.bias)
     initial = [w.copy() for w in params]
     dtype = layers[0].dtype
     rows = n if batch_size is None else batch_size
-    Net = _core.NetF32 if dtype == np.float32 else _core.NetF64
-    net = Net(params, [lay.use_bias for lay in layers], [lay._act for lay in layers], rows, batch_size is not None)
-    stream = None if batch_size is None else BatchStream(n, batch_size, sampling, seed)
-    rec = _Records(params, every)
-    names = _param_names(layers)
+    net_entry = _net_for(layers, params, rows, batch_size is not None)
+    net = net_entry[2]
 
     for r in rules:
         if hasattr(r, "reset"):
             r.reset()
-    start = time.perf_counter()
-    if use_native:
-        net.set_rules(native)
-        stopped_by, divergence = _native_loop(net, x, y, stream, lr, rules, rec, names)
-    else:
-        stopped_by, divergence = _python_loop(net, x, y, stream, lr, rules, callbacks, rec, names, model)
-    seconds = time.perf_counter() - start
+    try:
+        start = time.perf_counter()
+        if use_native:
+            net.set_rules(native)
+            sampler = None if batch_size is None else _sampler(n, batch_size, sampling, seed)
+            steps, history, stopped_by, divergence = _native_loop(net, x, y, sampler, lr, rules, every, params, initial,
+                                                                  layers)
+        else:
+            stream = None if batch_size is None else BatchStream(n, batch_size, sampling, seed)
+            rec = _Records(params, every)
+            stopped_by, divergence = _python_loop(net, x, y, stream, lr, rules, callbacks, rec, _param_names(layers),
+                                                  model)
+            steps, history = rec.steps, rec.history(params, batch_size)
+        seconds = time.perf_counter() - start
+    finally:
+        _keep_net(layers, net_entry)
 
     result = FitResult(
         stopped_by=stopped_by,
-        steps=rec.steps,
+        steps=steps,
         final_weights=[w.copy() for w in params],
-        history=rec.history(params, batch_size),
+        history=history,
         seed=seed,
         learning_rate=lr,
         batch_size=batch_size,
@@ -403,7 +449,7 @@ def _divergence_message(step, loss, grad_norm, bad_grad, bad_weight, names) -> O
 
 
 class _Records:
-    """What a loop records: per-step losses and norms, batch blocks, weight rows."""
+    """What the Python loop records: per-step losses and norms, batch blocks, weight rows."""
 
     def __init__(self, params, every: int) -> None:
         self.params = params  # the live parameter arrays
@@ -415,35 +461,13 @@ class _Records:
         self.w: Optional[List[List[np.ndarray]]] = [[w.copy()[None]] for w in params] if every else None
         self.w_steps: List[np.ndarray] = [np.zeros(1, dtype=np.int64)] if every else []
 
-    def reserve(self, steps: int, rows: Optional[int]):
-        """Views of the next ``steps`` slots of the loss, norm (and batch) records, growing them
-        (doubling) when needed: the native loop writes there, nothing is copied per chunk."""
-        need = self.steps + steps
-        buf = self.__dict__.get("_buf")
-        if buf is None or len(buf[0]) < need:
-            size = need if buf is None else max(need, 2 * len(buf[0]))
-            new = (np.empty(size), np.empty(size), None if rows is None else np.empty((size, rows), np.int64))
-            if buf is not None:
-                for a, b in zip(new, buf):
-                    if a is not None:
-                        a[: self.steps] = b[: self.steps]
-            self._buf = buf = new
-        sl = slice(self.steps, need)
-        return buf[0][sl], buf[1][sl], None if rows is None else buf[2][sl]
-
     def history(self, params, batch_size) -> History:
         steps = self.steps
-        buf = self.__dict__.get("_buf")
-        if buf is not None:  # the native loop's records: views, no copy when they are full
-            loss, norm, batches = (None if a is None else (a[:steps] if len(a) == steps else a[:steps].copy()) for a in buf)
-        else:
-            loss = np.concatenate(self.loss)[:steps] if self.loss else np.empty(0)
-            norm = np.concatenate(self.grad_norm)[:steps] if self.grad_norm else np.empty(0)
-            batches = None
-            if batch_size is not None:
-                batches = np.concatenate(self.chunks)[:steps].copy() if self.chunks else np.empty((0, batch_size), np.int64)
-        if batch_size is None:
-            batches = None
+        loss = np.concatenate(self.loss)[:steps] if self.loss else np.empty(0)
+        norm = np.concatenate(self.grad_norm)[:steps] if self.grad_norm else np.empty(0)
+        batches = None
+        if batch_size is not None:
+            batches = np.concatenate(self.chunks)[:steps].copy() if self.chunks else np.empty((0, batch_size), np.int64)
         h = History(loss=loss, grad_norm=norm, batches=batches)
         if self.every:
             w_steps = np.concatenate(self.w_steps)
@@ -529,7 +553,10 @@ def _native_rules(rules) -> Optional[List[Tuple[int, float, int]]]:
         kind = _NATIVE_KINDS.get(type(r))
         if kind is None:
             return None
-        out.append((kind, float(getattr(r, "tol", 0.0)), int(getattr(r, "patience", getattr(r, "n", 0)))))
+        if kind == 4:
+            out.append((4, 0.0, r.n))
+        else:
+            out.append((kind, float(r.tol), int(getattr(r, "patience", 0))))
     return out
 
 
@@ -537,12 +564,15 @@ NATIVE_CHUNK_STEPS = 1 << 16  # the most steps one native call runs (its records
 NATIVE_CHUNK_INDICES = 1 << 20  # and the most batch indices it records (8 MiB)
 
 
-def _native_loop(net, x, y, stream, lr, rules, rec: _Records, names):
-    """Chunks of steps in C++; returns (stopped_by, divergence) like the Python loop."""
-    every = rec.every
-    params = rec.params
+def _native_loop(net, x, y, sampler, lr, rules, every, params, initial, layers):
+    """Chunks of steps in C++.  Returns (steps, history, stopped_by, divergence).
+
+    ``initial``: copies of the weights before the run (row 0 of the recorded weights).
+    """
     rows = net.rows
-    max_steps = min(r.n for r in rules if isinstance(r, _stop.MaxSteps))  # fit always has one
+    max_steps = min([r.n for r in rules if type(r) is _stop.MaxSteps])  # fit always has one
+    steps = 0
+    parts = []
     stopped_by = divergence = None
     with _SigintFlag() as sigint:
         while stopped_by is None:
@@ -550,26 +580,40 @@ def _native_loop(net, x, y, stream, lr, rules, rec: _Records, names):
                 stopped_by = "interrupted"
                 break
             # one chunk for a whole short run; the sampler's stream does not depend on chunking
-            nsteps = max(1, min(max_steps - rec.steps, NATIVE_CHUNK_STEPS, NATIVE_CHUNK_INDICES // rows))
-            # the sampler draws each step's batch in C++ and records it in chunk
-            loss, norm, chunk = rec.reserve(nsteps, None if stream is None else rows)
-            sampler = None if stream is None else stream.sampler
-            wcap = nsteps // every + 1 if every else 0
-            wrec = [np.empty((wcap,) + p.shape, dtype=p.dtype) for p in params] if every else []
-            wsteps = np.empty(wcap, dtype=np.int64)
-            steps, code, bad_g, bad_w, nrec = net.run(x, y, chunk, sampler, nsteps, lr, loss, norm, every, wrec, wsteps,
-                                                      sigint)
-            if nrec:
-                for p in range(len(params)):
-                    rec.w[p].append(wrec[p][:nrec])
-                rec.w_steps.append(wsteps[:nrec])
-            rec.steps += steps
-            if code == -2:
+            nsteps = max(1, min(max_steps - steps, NATIVE_CHUNK_STEPS, NATIVE_CHUNK_INDICES // rows))
+            part = net.run_chunk(x, y, sampler, nsteps, lr, every, sigint)
+            parts.append(part)
+            done, code = part[0], part[1]
+            steps += done
+            if code >= 0:
+                stopped_by = _stop.rule_name(rules[code])
+            elif code == -2:
                 stopped_by = "diverged"
-                last = float(loss[steps - 1])
-                divergence = _divergence_message(rec.steps, last, float(norm[steps - 1]), bad_g, bad_w, names)
+                loss, norm = part[4], part[5]
+                divergence = _divergence_message(steps, float(loss[done - 1]), float(norm[done - 1]), part[2], part[3],
+                                                 _param_names(layers))
             elif code == -3:
                 stopped_by = "interrupted"
-            elif code >= 0:
-                stopped_by = _stop.rule_name(rules[code])
-    return stopped_by, divergence
+    return steps, _native_history(parts, initial, params, every, sampler is not None), stopped_by, divergence
+
+
+def _native_history(parts, initial, params, every: int, gathered: bool) -> History:
+    """One History from the chunks' records (each trimmed to the steps it ran)."""
+    if len(parts) == 1 and not every and parts[0][0] == len(parts[0][4]):  # a whole one-chunk run
+        p = parts[0]
+        return History(p[4], p[5], p[6])
+
+    def joined(j):
+        pieces = [p[j] if p[0] == len(p[j]) else p[j][: p[0]].copy() for p in parts]
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    h = History(loss=joined(4), grad_norm=joined(5), batches=joined(6) if gathered else None)
+    if every:
+        steps = sum(p[0] for p in parts)
+        w_steps = np.concatenate([np.zeros(1, np.int64)] + [p[8][: p[9]] for p in parts])
+        weights = [np.concatenate([w0[None]] + [p[7][i][: p[9]] for p in parts]) for i, w0 in enumerate(initial)]
+        if w_steps[-1] != steps:  # the final weights are always recorded
+            weights = [np.concatenate([w, p[None]]) for w, p in zip(weights, params)]
+            w_steps = np.append(w_steps, steps)
+        h.weights, h.weight_steps = weights, w_steps
+    return h
