@@ -6,7 +6,12 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <atomic>
+#include <signal.h>
 #include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
 #include <tuple>
 #include <optional>
 #include <string>
@@ -35,6 +40,78 @@ std::string shape_str(const py::array& a) {
 }
 
 [[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
+
+// Ctrl-C during a native run: a C-level SIGINT handler, installed for the run (the first of
+// concurrent runs installs it, the last puts Python's back), counts the signals; the loop reads
+// the count between stretches of steps, without the GIL.  A Ctrl-C during the run is therefore
+// the run's ("interrupted"), and Python never sees it.
+std::atomic<unsigned> g_sigints{0};
+std::mutex g_sigint_mu;
+int g_sigint_users = 0;
+struct sigaction g_sigint_old;
+
+extern "C" void fg_count_sigint(int) { g_sigints.fetch_add(1, std::memory_order_relaxed); }
+
+class SigintCatch {
+  public:
+    SigintCatch() {
+        std::lock_guard<std::mutex> lock(g_sigint_mu);
+        if (g_sigint_users++ == 0) {
+            struct sigaction sa {};
+            sa.sa_handler = fg_count_sigint;
+            sigemptyset(&sa.sa_mask);
+            sigaction(SIGINT, &sa, &g_sigint_old);
+        }
+        start_ = g_sigints.load(std::memory_order_relaxed);
+    }
+    ~SigintCatch() {
+        std::lock_guard<std::mutex> lock(g_sigint_mu);
+        if (--g_sigint_users == 0) sigaction(SIGINT, &g_sigint_old, nullptr);
+    }
+    SigintCatch(const SigintCatch&) = delete;
+    SigintCatch& operator=(const SigintCatch&) = delete;
+    bool hit() const { return g_sigints.load(std::memory_order_relaxed) != start_; }
+
+  private:
+    unsigned start_;
+};
+
+// A growable buffer of trivially copyable values (malloc/realloc: no zero-filling, and handed to
+// NumPy without a copy by as_array).
+template <class V>
+class Grow {
+  public:
+    Grow() = default;
+    Grow(const Grow&) = delete;
+    Grow& operator=(const Grow&) = delete;
+    ~Grow() { std::free(p_); }
+    V* data() { return p_; }
+    void reserve(std::size_t n) {
+        if (n <= cap_) return;
+        const std::size_t c = std::max(n, cap_ * 2);
+        void* q = std::realloc(p_, c * sizeof(V));
+        if (!q) throw std::bad_alloc();
+        p_ = static_cast<V*>(q);
+        cap_ = c;
+    }
+    // the first `count` values as a NumPy array of `shape` (its product is count); the array owns them
+    py::array_t<V> as_array(std::vector<py::ssize_t> shape, std::size_t count) {
+        if (count == 0 || cap_ > 2 * count + 64) {  // trim what a run that stopped early left over
+            void* q = std::realloc(p_, std::max<std::size_t>(count, 1) * sizeof(V));
+            if (q) p_ = static_cast<V*>(q);
+        }
+        V* p = p_ ? p_ : static_cast<V*>(std::malloc(sizeof(V)));
+        if (!p) throw std::bad_alloc();
+        p_ = nullptr;
+        cap_ = 0;
+        py::capsule owner(p, [](void* q) { std::free(q); });
+        return py::array_t<V>(shape, p, owner);
+    }
+
+  private:
+    V* p_ = nullptr;
+    std::size_t cap_ = 0;
+};
 
 // Hot paths take py::array and check it here: pybind11's array_t caster goes through
 // PyArray_FromAny on every call (about 0.7 µs an argument), these checks read the header.
@@ -312,75 +389,107 @@ class Net {
 
     static const char* dtype_name() { return sizeof(T) == 4 ? "float32" : "float64"; }
 
-    // One chunk of the native loop with its records allocated here: returns (steps, stop, bad_grad,
-    // bad_weight, loss (nsteps,), grad_norm (nsteps,), batches (nsteps, rows) or None, weight rows
-    // [(cap, *shape) per parameter] or None, their steps (cap,) or None, recorded).  The sampler
-    // (None for the full batch) draws every step's batch.  Only the first `steps` entries (and
-    // `recorded` weight rows) are written.
-    py::tuple run_chunk(const py::array& xa, const py::array& ya, py::handle samplerh, std::size_t nsteps,
-                        double lr, std::size_t every, py::object flag) {
+    // A whole run of the native loop, the GIL released: the rules (kind, tol, n) in the order they
+    // are tested, one of them MaxSteps; `draw` is None (the full batch), a seed (an int below
+    // 2**64: the sampler of that seed) or a Sampler.  Returns (steps, stop, bad_grad, bad_weight,
+    // loss (steps,), grad_norm (steps,), batches (steps, rows) or None, [weight rows (recorded,
+    // *shape) per parameter] or None, their steps (recorded,) or None); stop as fg::ChunkResult's.
+    py::tuple fit_run(const py::array& xa, const py::array& ya, py::handle draw, bool shuffle, double lr,
+                      const std::vector<std::tuple<int, double, long long>>& rules, std::size_t every) {
         const Arr<T> x = exact<T>(xa, "x", dtype_name());
         const Arr<T> y = exact<T>(ya, "y", dtype_name());
-        fg::Sampler* sampler = samplerh.is_none() ? nullptr : samplerh.cast<fg::Sampler*>();
         check_xy(x, y, 1);
-        if (sampler) {
-            if (!gather_) fail("sampler: this Net was built for the full batch");
-            if (sampler->k() != rows_ || sampler->n() != std::size_t(x.shape(0)))
-                fail("sampler: drawn for other sizes than this run");
-        } else {
-            if (gather_) fail("sampler: this Net draws batches; pass a sampler");
-            if (std::size_t(x.shape(0)) != rows_) fail("x: expected " + std::to_string(rows_) + " rows");
-        }
-        if (nsteps == 0) fail("nsteps: expected at least 1");
-        Arr<double> loss(static_cast<py::ssize_t>(nsteps)), norm(static_cast<py::ssize_t>(nsteps));
-        py::object batches = py::none(), wlist = py::none(), wsteps_obj = py::none();
-        std::int64_t* ip = nullptr;
-        if (sampler) {
-            Idx b({nsteps, rows_});
-            ip = b.mutable_data();
-            batches = b;
-        }
-        std::vector<T*> wp;
-        long long* sp = nullptr;
-        if (every) {
-            const std::size_t cap = nsteps / every + 1;
-            py::list wl;
-            for (const auto& g : grads_) {
-                std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(cap)};
-                shape.insert(shape.end(), g.shape(), g.shape() + g.ndim());
-                Arr<T> a(shape);
-                wp.push_back(a.mutable_data());
-                wl.append(a);
+        const std::size_t n = std::size_t(x.shape(0));
+        std::unique_ptr<fg::Sampler> own;
+        fg::Sampler* sampler = nullptr;
+        if (!draw.is_none()) {
+            if (!gather_) fail("draw: this Net was built for the full batch");
+            if (py::isinstance<fg::Sampler>(draw)) {
+                sampler = draw.cast<fg::Sampler*>();
+                if (sampler->k() != rows_ || sampler->n() != n) fail("draw: a sampler for other sizes than this run");
+            } else {
+                if (rows_ > n) fail("draw: a batch larger than the data");
+                std::uint64_t state[4];
+                fg::seed_sequence_state(draw.cast<std::uint64_t>(), state);
+                own = std::make_unique<fg::Sampler>(state, n, rows_, shuffle);
+                sampler = own.get();
             }
-            py::array_t<long long> ws(static_cast<py::ssize_t>(cap));
-            sp = ws.mutable_data();
-            wlist = wl;
-            wsteps_obj = ws;
+        } else {
+            if (gather_) fail("draw: this Net draws batches; pass a seed or a sampler");
+            if (n != rows_) fail("x: expected " + std::to_string(rows_) + " rows");
         }
-        const fg::ChunkResult r = run_native(x.data(), y.data(), ip, sampler, nsteps, T(lr), loss.mutable_data(),
-                                             norm.mutable_data(), every, wp.data(), sp, flag);
-        return py::make_tuple(r.steps, r.stop, r.bad_grad, r.bad_weight, loss, norm, batches, wlist, wsteps_obj,
-                              r.recorded);
+        set_rules(rules);
+        const fg::RulePlan plan = fg::plan_rules(rules_);
+        if (plan.limit_rule < 0) fail("rules: expected a MaxSteps rule");
+        const std::size_t limit = std::size_t(plan.limit);
+        // chunks of at most 65536 steps and 2**20 batch indices: the records grow chunk by chunk
+        const std::size_t chunk = std::max<std::size_t>(1, std::min<std::size_t>(1 << 16, (1 << 20) / rows_));
+        Grow<double> loss, norm;
+        Grow<std::int64_t> idx;
+        std::vector<std::unique_ptr<Grow<T>>> wrec;
+        Grow<long long> wsteps;
+        for (std::size_t p = 0; p < grads_.size(); ++p) wrec.push_back(std::make_unique<Grow<T>>());
+        std::vector<T*> wp(grads_.size());
+        std::size_t done = 0, recorded = 0;
+        fg::ChunkResult r;
+        const T* xp = x.data();
+        const T* yp = y.data();
+        {
+            SigintCatch sigint;
+            auto poll = [&sigint]() { return sigint.hit(); };
+            py::gil_scoped_release nogil;
+            while (true) {
+                const std::size_t nsteps = std::max<std::size_t>(1, std::min(chunk, limit > done ? limit - done : 1));
+                loss.reserve(done + nsteps);
+                norm.reserve(done + nsteps);
+                if (sampler) idx.reserve((done + nsteps) * rows_);
+                if (every) {
+                    const std::size_t cap = recorded + nsteps / every + 1;
+                    for (std::size_t p = 0; p < grads_.size(); ++p) {
+                        wrec[p]->reserve(cap * std::size_t(grads_[p].size()));
+                        wp[p] = wrec[p]->data() + recorded * std::size_t(grads_[p].size());
+                    }
+                    wsteps.reserve(cap);
+                }
+                r = run_native(xp, yp, sampler ? idx.data() + done * rows_ : nullptr, sampler, nsteps, T(lr),
+                               loss.data() + done, norm.data() + done, every, wp.data(),
+                               every ? wsteps.data() + recorded : nullptr, poll);
+                done += r.steps;
+                recorded += r.recorded;
+                if (r.stop != -1) break;
+                if (sigint.hit()) {
+                    r.stop = -3;
+                    break;
+                }
+            }
+        }
+        py::object batches = py::none(), wlist = py::none(), wsteps_out = py::none();
+        if (sampler) batches = idx.as_array({py::ssize_t(done), py::ssize_t(rows_)}, done * rows_);
+        if (every) {
+            py::list wl;
+            for (std::size_t p = 0; p < grads_.size(); ++p) {
+                std::vector<py::ssize_t> shape{py::ssize_t(recorded)};
+                shape.insert(shape.end(), grads_[p].shape(), grads_[p].shape() + grads_[p].ndim());
+                wl.append(wrec[p]->as_array(shape, recorded * std::size_t(grads_[p].size())));
+            }
+            wlist = wl;
+            wsteps_out = wsteps.as_array({py::ssize_t(recorded)}, recorded);
+        }
+        return py::make_tuple(done, r.stop, r.bad_grad, r.bad_weight, loss.as_array({py::ssize_t(done)}, done),
+                              norm.as_array({py::ssize_t(done)}, done), batches, wlist, wsteps_out);
     }
 
   private:
-    // the native loop over checked buffers, the GIL released; Ctrl-C is polled every few ms of work
+    // one chunk of the native loop over checked buffers (the caller released the GIL)
+    template <class Poll>
     fg::ChunkResult run_native(const T* xp, const T* yp, std::int64_t* ip, fg::Sampler* sampler, std::size_t nsteps,
                                T lr, double* lp, double* gp, std::size_t every, T* const* wp, long long* sp,
-                               const py::object& flag) {
+                               Poll& poll) {
         std::size_t work = 0;
         for (const auto& L : layers_) work += L.in * L.out;
         work *= rows_;
-        const std::size_t poll_every = std::max<std::size_t>(1, std::size_t(4e6) / std::max<std::size_t>(work, 1));
-        auto poll = [&flag]() {
-            py::gil_scoped_acquire gil;
-            if (PyErr_CheckSignals() != 0) {
-                PyErr_Clear();
-                return true;
-            }
-            return !flag.is_none() && py::bool_(flag.attr("hit"));
-        };
-        py::gil_scoped_release nogil;
+        // poll for Ctrl-C about every millisecond of work
+        const std::size_t poll_every = std::max<std::size_t>(1, std::size_t(1e6) / std::max<std::size_t>(work, 1));
         return fg::net_run(scratch_, layers_, xp, yp, ip, sampler, nsteps, rows_, lr, rules_, state_, lp, gp, every,
                            wp, sp, poll_every, poll);
     }
@@ -415,8 +524,8 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def_property_readonly("rows", [](const Net<T>& n) { return n.rows(); })
         .def_property_readonly("gather", [](const Net<T>& n) { return n.gather(); })
         .def("set_rules", &Net<T>::set_rules, py::arg("rules"))
-        .def("run_chunk", &Net<T>::run_chunk, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("sampler"),
-             py::arg("nsteps"), py::arg("learning_rate"), py::arg("every"), py::arg("flag"));
+        .def("fit_run", &Net<T>::fit_run, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("draw"),
+             py::arg("shuffle"), py::arg("learning_rate"), py::arg("rules"), py::arg("every"));
 }
 
 }  // namespace

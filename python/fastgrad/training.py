@@ -355,10 +355,9 @@ def fit(
     try:
         start = time.perf_counter()
         if use_native:
-            net.set_rules(native)
-            sampler = None if batch_size is None else _sampler(n, batch_size, sampling, seed)
-            steps, history, stopped_by, divergence = _native_loop(net, x, y, sampler, lr, rules, every, params, initial,
-                                                                  layers)
+            draw = None if batch_size is None else seed if seed < 2**64 else _sampler(n, batch_size, sampling, seed)
+            steps, history, stopped_by, divergence = _native_loop(net, x, y, draw, sampling == "shuffle", lr, rules,
+                                                                  native, every, params, initial, layers)
         else:
             stream = None if batch_size is None else BatchStream(n, batch_size, sampling, seed)
             rec = _Records(params, every)
@@ -560,60 +559,27 @@ def _native_rules(rules) -> Optional[List[Tuple[int, float, int]]]:
     return out
 
 
-NATIVE_CHUNK_STEPS = 1 << 16  # the most steps one native call runs (its records are preallocated)
-NATIVE_CHUNK_INDICES = 1 << 20  # and the most batch indices it records (8 MiB)
+def _native_loop(net, x, y, draw, shuffle, lr, rules, native, every, params, initial, layers):
+    """The whole run in C++ (Net.fit_run).  Returns (steps, history, stopped_by, divergence).
 
-
-def _native_loop(net, x, y, sampler, lr, rules, every, params, initial, layers):
-    """Chunks of steps in C++.  Returns (steps, history, stopped_by, divergence).
-
-    ``initial``: copies of the weights before the run (row 0 of the recorded weights).
+    ``draw``: None (full batch), the seed, or a Sampler; ``initial``: copies of the weights
+    before the run (row 0 of the recorded weights).  Ctrl-C is caught in C++ for the run.
     """
-    rows = net.rows
-    max_steps = min([r.n for r in rules if type(r) is _stop.MaxSteps])  # fit always has one
-    steps = 0
-    parts = []
-    stopped_by = divergence = None
-    with _SigintFlag() as sigint:
-        while stopped_by is None:
-            if sigint.hit:
-                stopped_by = "interrupted"
-                break
-            # one chunk for a whole short run; the sampler's stream does not depend on chunking
-            nsteps = max(1, min(max_steps - steps, NATIVE_CHUNK_STEPS, NATIVE_CHUNK_INDICES // rows))
-            part = net.run_chunk(x, y, sampler, nsteps, lr, every, sigint)
-            parts.append(part)
-            done, code = part[0], part[1]
-            steps += done
-            if code >= 0:
-                stopped_by = _stop.rule_name(rules[code])
-            elif code == -2:
-                stopped_by = "diverged"
-                loss, norm = part[4], part[5]
-                divergence = _divergence_message(steps, float(loss[done - 1]), float(norm[done - 1]), part[2], part[3],
-                                                 _param_names(layers))
-            elif code == -3:
-                stopped_by = "interrupted"
-    return steps, _native_history(parts, initial, params, every, sampler is not None), stopped_by, divergence
-
-
-def _native_history(parts, initial, params, every: int, gathered: bool) -> History:
-    """One History from the chunks' records (each trimmed to the steps it ran)."""
-    if len(parts) == 1 and not every and parts[0][0] == len(parts[0][4]):  # a whole one-chunk run
-        p = parts[0]
-        return History(p[4], p[5], p[6])
-
-    def joined(j):
-        pieces = [p[j] if p[0] == len(p[j]) else p[j][: p[0]].copy() for p in parts]
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-
-    h = History(loss=joined(4), grad_norm=joined(5), batches=joined(6) if gathered else None)
+    steps, code, bad_g, bad_w, loss, norm, batches, w_rows, w_steps = net.fit_run(x, y, draw, shuffle, lr, native, every)
+    divergence = None
+    if code >= 0:
+        stopped_by = _stop.rule_name(rules[code])
+    elif code == -2:
+        stopped_by = "diverged"
+        divergence = _divergence_message(steps, float(loss[-1]), float(norm[-1]), bad_g, bad_w, _param_names(layers))
+    else:
+        stopped_by = "interrupted"
+    h = History(loss, norm, batches)
     if every:
-        steps = sum(p[0] for p in parts)
-        w_steps = np.concatenate([np.zeros(1, np.int64)] + [p[8][: p[9]] for p in parts])
-        weights = [np.concatenate([w0[None]] + [p[7][i][: p[9]] for p in parts]) for i, w0 in enumerate(initial)]
+        w_steps = np.concatenate([np.zeros(1, np.int64), w_steps])
+        weights = [np.concatenate([w0[None], w]) for w0, w in zip(initial, w_rows)]
         if w_steps[-1] != steps:  # the final weights are always recorded
             weights = [np.concatenate([w, p[None]]) for w, p in zip(weights, params)]
             w_steps = np.append(w_steps, steps)
         h.weights, h.weight_steps = weights, w_steps
-    return h
+    return steps, h, stopped_by, divergence
