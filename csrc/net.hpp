@@ -428,15 +428,14 @@ struct TinyParams {
 };
 
 struct TinyEnd {
-    std::size_t steps;    // steps done (the last one included, when it was not finite)
-    bool not_finite;      // the last step's loss, gradient norm or a new weight is not finite
-    double delta;         // the last step's largest weight change (with want_delta)
+    std::size_t steps;  // steps done (the last one included, when it was not finite)
+    bool not_finite;    // the last step's loss, gradient norm or a new weight is not finite
 };
 
 template <class T, std::size_t IN, bool BIAS, bool RELU, Draw DRAW>
 TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std::int64_t* idx, Sampler* sampler,
                    Xoshiro& gen_io, std::size_t rows, T lr, std::size_t begin, std::size_t end,
-                   double* FG_R loss_out, double* FG_R gnorm_out, bool want_delta) {
+                   double* FG_R loss_out, double* FG_R gnorm_out) {
     T k[IN], dk[IN];
     for (std::size_t e = 0; e < IN; ++e) {
         k[e] = tp.k[e];
@@ -446,7 +445,7 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
     Xoshiro gen = gen_io;
     const std::size_t n = sampler ? sampler->n() : 0;
     const T scale = T(1) / T(rows);
-    TinyEnd res{0, false, 0.0};
+    TinyEnd res{0, false};
     std::size_t i = begin;
     for (; i < end; ++i) {
         std::int64_t* bi = DRAW == Draw::none ? nullptr : idx + i * rows;
@@ -490,21 +489,6 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
         T nk[IN];
         for (std::size_t e = 0; e < IN; ++e) nk[e] = k[e] - lr * dk[e];
         const T nb = BIAS ? b - lr * db : T(0);
-        if (want_delta) {  // max |new - old|, each difference in T; NaN if one is not finite
-            T most = T(0);
-            bool ok = true;
-            for (std::size_t e = 0; e < IN; ++e) {
-                const T c = std::fabs(nk[e] - k[e]);
-                ok &= std::isfinite(c);
-                most = c > most ? c : most;
-            }
-            if (BIAS) {
-                const T c = std::fabs(nb - b);
-                ok &= std::isfinite(c);
-                most = c > most ? c : most;
-            }
-            res.delta = ok ? double(most) : double(NAN);
-        }
         for (std::size_t e = 0; e < IN; ++e) k[e] = nk[e];
         if (BIAS) b = nb;
         loss_out[i] = loss;
@@ -558,23 +542,24 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
         // a stretch with nothing to do between its steps: up to the next record, poll or rule test
         std::size_t stretch = std::min({end - i, until_rec, until_poll});
         if (plan.others) stretch = 1;
+        const TinyParams<T, IN> before = tp;  // for the largest weight change (WeightDelta)
         TinyEnd te{};
         switch (draw) {
             case Draw::none:
                 te = tiny_steps<T, IN, BIAS, RELU, Draw::none>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
-                                                               loss_out, gnorm_out, plan.need_delta);
+                                                               loss_out, gnorm_out);
                 break;
             case Draw::one:
                 te = tiny_steps<T, IN, BIAS, RELU, Draw::one>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
-                                                              loss_out, gnorm_out, plan.need_delta);
+                                                              loss_out, gnorm_out);
                 break;
             case Draw::floyd:
                 te = tiny_steps<T, IN, BIAS, RELU, Draw::floyd>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
-                                                                loss_out, gnorm_out, plan.need_delta);
+                                                                loss_out, gnorm_out);
                 break;
             case Draw::other:
                 te = tiny_steps<T, IN, BIAS, RELU, Draw::other>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
-                                                                loss_out, gnorm_out, plan.need_delta);
+                                                                loss_out, gnorm_out);
                 break;
         }
         i += te.steps;
@@ -601,9 +586,20 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
                 break;
             }
         }
-        if (plan.others) {
+        if (plan.others) {  // stretches of one step: `before` holds the weights before it
+            double delta = 0.0;
+            if (plan.need_delta) {  // max |new - old|, each difference in T; NaN if one is not finite
+                T most = T(0);
+                bool ok = true;
+                for (std::size_t e = 0; e < IN + (BIAS ? 1 : 0); ++e) {
+                    const T c = e < IN ? std::fabs(tp.k[e] - before.k[e]) : std::fabs(tp.b - before.b);
+                    ok &= std::isfinite(c);
+                    most = c > most ? c : most;
+                }
+                delta = ok ? double(most) : double(NAN);
+            }
             for (std::size_t j = 0; j < rules.size() && out.stop < 0; ++j)
-                if (rule_fires(rules[j], st, loss, te.delta)) out.stop = int(j);
+                if (rule_fires(rules[j], st, loss, delta)) out.stop = int(j);
             if (out.stop >= 0) break;
         }
         st.prev_loss = loss;
