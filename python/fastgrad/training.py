@@ -24,8 +24,7 @@ import numpy as np
 
 from . import _core
 from . import stop as _stop
-from ._validation import positive_float, positive_int
-from .gradients import prepare
+from ._validation import data, positive_float, positive_int
 from .layers import layers_of
 from .ops import ACTIVATIONS
 
@@ -199,20 +198,21 @@ NET_CACHE_MAX_SCRATCH = 1 << 16  # elements of scratch (activations, gradients, 
 
 
 def _net_for(layers, params, rows: int, gather: bool):
+    """(key, params, Net, keep): the cached entry when it still fits, else a new one."""
     entry = layers[0].__dict__.pop("_fit_net", None)
     if entry is not None:
-        key, held, net = entry
+        key, held, net, _ = entry
         if key == (rows, gather) and len(held) == len(params) and all(a is b for a, b in zip(held, params)):
             return entry
     Net = _core.NetF32 if layers[0].dtype == np.float32 else _core.NetF64
     net = Net(params, [lay.use_bias for lay in layers], [lay._act for lay in layers], rows, gather)
-    return (rows, gather), tuple(params), net
+    scratch = rows * (2 * sum(lay.units for lay in layers) + layers[0].input_dim + layers[-1].units)
+    return (rows, gather), tuple(params), net, scratch <= NET_CACHE_MAX_SCRATCH
 
 
 def _keep_net(layers, entry) -> None:
     """Keep the Net for the next fit of these layers, if its scratch is small."""
-    rows = entry[0][0]
-    if rows * (2 * sum(lay.units for lay in layers) + layers[0].input_dim + layers[-1].units) <= NET_CACHE_MAX_SCRATCH:
+    if entry[3]:
         layers[0]._fit_net = entry
 
 
@@ -331,7 +331,9 @@ def fit(
     if loop == "native" and native is None:
         raise ValueError("loop: 'native' runs only the built-in stopping rules and no callbacks")
     use_native = native is not None and loop != "python"
-    layers, x, y = prepare(model, x, y, build=False)  # validates x, y
+    x, y = data(x, y, layers[0].dtype, outputs=layers[-1].units)  # as prepare() checks them
+    if layers[0].kernel is not None and layers[0].kernel.shape[0] != x.shape[1]:
+        raise ValueError(f"x: the model is built for inputs of width {layers[0].kernel.shape[0]}, got shape {x.shape}")
     n = x.shape[0]
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
@@ -349,9 +351,6 @@ def fit(
     net_entry = _net_for(layers, params, rows, batch_size is not None)
     net = net_entry[2]
 
-    for r in rules:
-        if hasattr(r, "reset"):
-            r.reset()
     try:
         start = time.perf_counter()
         if use_native:
@@ -359,6 +358,9 @@ def fit(
             steps, history, stopped_by, divergence = _native_loop(net, x, y, draw, sampling == "shuffle", lr, rules,
                                                                   native, every, params, initial, layers)
         else:
+            for r in rules:  # the native loop keeps the built-in rules' state in C++
+                if hasattr(r, "reset"):
+                    r.reset()
             stream = None if batch_size is None else BatchStream(n, batch_size, sampling, seed)
             rec = _Records(params, every)
             stopped_by, divergence = _python_loop(net, x, y, stream, lr, rules, callbacks, rec, _param_names(layers),
