@@ -448,7 +448,8 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
     TinyEnd res{0, false};
     std::size_t i = begin;
     for (; i < end; ++i) {
-        std::int64_t* bi = DRAW == Draw::none ? nullptr : idx + i * rows;
+        const std::size_t nrows = DRAW == Draw::one ? 1 : rows;
+        std::int64_t* bi = DRAW == Draw::none ? nullptr : idx + i * nrows;
         if (DRAW == Draw::one)
             bi[0] = std::int64_t(gen.bounded(n));
         else if (DRAW == Draw::floyd)
@@ -457,7 +458,6 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
             sampler->draw_with(gen, bi);
         T gb = T(0);
         double s = 0.0;
-        const std::size_t nrows = DRAW == Draw::one ? 1 : rows;
         for (std::size_t r = 0; r < nrows; ++r) {
             const std::size_t row = DRAW == Draw::none ? r : std::size_t(bi[r]);
             const T* FG_R xr = x + row * IN;
@@ -466,7 +466,7 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
             for (std::size_t e = 1; e < IN; ++e) z += xr[e] * k[e];
             const T p = RELU && z < T(0) ? T(0) : z;
             const double d = double(p) - double(yr);
-            s += d * d;
+            s = r == 0 ? d * d : s + d * d;  // 0.0 + d*d is d*d (a square is never -0)
             // with one row the scale is 1, and x * 1 is x exactly: the multiplication is left out
             T g = DRAW == Draw::one ? T(2) * (p - yr) : (T(2) * (p - yr)) * scale;
             if (RELU) g = p > T(0) ? g : T(0);
@@ -493,10 +493,12 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
         if (BIAS) b = nb;
         loss_out[i] = loss;
         gnorm_out[i] = std::sqrt(sq);
-        bool finite = std::isfinite(sq) && std::isfinite(loss);
-        for (std::size_t e = 0; e < IN; ++e) finite &= std::isfinite(k[e]);
-        if (BIAS) finite &= std::isfinite(b);
-        if (!finite) {
+        // one test for the loss, the gradient norm and every new weight: a sum is not finite if
+        // one of its terms is not (a sum of finite terms that overflows only takes the slow
+        // path, which tests them one by one)
+        T wsum = BIAS ? b : T(0);
+        for (std::size_t e = 0; e < IN; ++e) wsum += k[e];
+        if (!std::isfinite(sq + loss + double(wsum))) {
             res.not_finite = true;
             ++i;
             break;
