@@ -327,3 +327,32 @@ def test_minmax():
         fg.minmax([1.0, np.nan])
     with pytest.raises(ValueError, match="a: expected a non-empty array"):
         fg.minmax([])
+
+
+def test_a_kept_net_gives_the_same_run_and_follows_the_live_weights():
+    # fit keeps the compiled step of a small model between calls (training._net_for): a second
+    # fit from the same weights, set in place (the kept Net) or by set_weights (a new one), is
+    # the same run, bit for bit
+    x, y = plane()
+    m = one_layer(3, "float32")
+    m.build(3)
+    w0 = m.get_weights()
+    kw = dict(optimizer=fg.SGD(0.05), batch_size=2, stop=stop.MaxSteps(50), seed=9)
+    a = fg.fit(m, x, y, **kw)
+    assert "_fit_net" in m.layers[0].__dict__
+    for live, w in zip(m.layers[0]._params(), w0):
+        live[...] = w  # in place: the kept Net's arrays
+    b = fg.fit(m, x, y, **kw)
+    m.set_weights(w0)  # new arrays: a new Net
+    c = fg.fit(m, x, y, **kw)
+    for r in (b, c):
+        assert same_bits(a.history.loss, r.history.loss)
+        for u, v in zip(a.final_weights, r.final_weights):
+            assert same_bits(u, v)
+    # the kept Net is not part of the model: copies and pickles leave it out, and still train
+    import copy
+    import pickle
+
+    for twin in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert "_fit_net" not in twin.layers[0].__dict__
+        assert fg.fit(twin, x, y, **kw).steps == 50

@@ -198,21 +198,21 @@ NET_CACHE_MAX_SCRATCH = 1 << 16  # elements of scratch (activations, gradients, 
 
 
 def _net_for(layers, params, rows: int, gather: bool):
-    """(key, params, Net, keep): the cached entry when it still fits, else a new one."""
+    """(key, Net, keep): the cached entry when it still fits, else a new one."""
+    # the key names the parameter arrays by id: the Net holds them, so no id is reused meanwhile
+    key = (rows, gather, *map(id, params))
     entry = layers[0].__dict__.pop("_fit_net", None)
-    if entry is not None:
-        key, held, net, _ = entry
-        if key == (rows, gather) and len(held) == len(params) and all(a is b for a, b in zip(held, params)):
-            return entry
+    if entry is not None and entry[0] == key:
+        return entry
     Net = _core.NetF32 if layers[0].dtype == np.float32 else _core.NetF64
     net = Net(params, [lay.use_bias for lay in layers], [lay._act for lay in layers], rows, gather)
     scratch = rows * (2 * sum(lay.units for lay in layers) + layers[0].input_dim + layers[-1].units)
-    return (rows, gather), tuple(params), net, scratch <= NET_CACHE_MAX_SCRATCH
+    return key, net, scratch <= NET_CACHE_MAX_SCRATCH
 
 
 def _keep_net(layers, entry) -> None:
     """Keep the Net for the next fit of these layers, if its scratch is small."""
-    if entry[3]:
+    if entry[2]:
         layers[0]._fit_net = entry
 
 
@@ -349,7 +349,7 @@ def fit(
     dtype = layers[0].dtype
     rows = n if batch_size is None else batch_size
     net_entry = _net_for(layers, params, rows, batch_size is not None)
-    net = net_entry[2]
+    net = net_entry[1]
 
     try:
         start = time.perf_counter()
