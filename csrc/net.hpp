@@ -432,7 +432,8 @@ struct TinyEnd {
     bool not_finite;    // the last step's loss, gradient norm or a new weight is not finite
 };
 
-template <class T, std::size_t IN, bool BIAS, bool RELU, Draw DRAW>
+// ROWS > 0 fixes the batch's row count at compile time (the row loop unrolls); 0 reads `rows`.
+template <class T, std::size_t IN, bool BIAS, bool RELU, Draw DRAW, std::size_t ROWS = 0>
 TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std::int64_t* idx, Sampler* sampler,
                    Xoshiro& gen_io, std::size_t rows, T lr, std::size_t begin, std::size_t end,
                    double* FG_R loss_out, double* FG_R gnorm_out) {
@@ -448,7 +449,7 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
     TinyEnd res{0, false};
     std::size_t i = begin;
     for (; i < end; ++i) {
-        const std::size_t nrows = DRAW == Draw::one ? 1 : rows;
+        const std::size_t nrows = DRAW == Draw::one ? 1 : ROWS ? ROWS : rows;
         std::int64_t* bi = DRAW == Draw::none ? nullptr : idx + i * nrows;
         if (DRAW == Draw::one)
             bi[0] = std::int64_t(gen.bounded(n));
@@ -547,9 +548,13 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
         const TinyParams<T, IN> before = tp;  // for the largest weight change (WeightDelta)
         TinyEnd te{};
         switch (draw) {
-            case Draw::none:
-                te = tiny_steps<T, IN, BIAS, RELU, Draw::none>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
-                                                               loss_out, gnorm_out);
+            case Draw::none:  // full batch: two rows (W1 of the benchmarks) unrolled
+                if (rows == 2)
+                    te = tiny_steps<T, IN, BIAS, RELU, Draw::none, 2>(tp, x, y, idx, sampler, gen, rows, lr, i,
+                                                                      i + stretch, loss_out, gnorm_out);
+                else
+                    te = tiny_steps<T, IN, BIAS, RELU, Draw::none>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
+                                                                   loss_out, gnorm_out);
                 break;
             case Draw::one:
                 te = tiny_steps<T, IN, BIAS, RELU, Draw::one>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,

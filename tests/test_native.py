@@ -114,6 +114,18 @@ def test_divergence_is_the_same_in_both_loops():
     assert [str(w.message) for w in caught][0] == [str(w.message) for w in caught][1]
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("rules", ["max_steps", "all"])
+@pytest.mark.parametrize("which", list(MODELS))
+def test_a_full_batch_of_two_rows_agrees_bit_for_bit(dtype, rules, which):
+    # two rows in a full batch (the walkthrough's E1) have an unrolled loop of their own
+    make, d = MODELS[which]
+    x, y = data(n=2, d=d)
+    (a, _), (b, _) = both(lambda: make(dtype), x, y, optimizer=fg.SGD(0.05), stop=RULES[rules], seed=5,
+                          record_weights=3)
+    assert_same_run(a, b)
+
+
 @pytest.mark.parametrize("which", list(MODELS))
 @pytest.mark.parametrize("batch_size", [None, 1, 3])
 def test_divergence_of_each_model_kind_is_the_same_in_both_loops(which, batch_size):

@@ -3,10 +3,11 @@
 One step (the walkthrough's order):
     draw the batch -> forward -> loss -> backward -> update -> test the stopping rules
 
-The step itself is one call into the compiled core (``Net.step``: the same kernels as
-``fastgrad.ops``, chained as in ``fastgrad.value_and_grad``), so this loop and any other loop
-that runs the same step on the same batch indices produce the same trajectory, bit for bit.
-Batch indices are drawn with NumPy from ``seed`` (see :class:`BatchStream`), which is what lets
+Two loops run it.  The native loop (``Net.fit_run``, C++) runs the whole run without returning
+to Python; the Python loop calls the compiled step (``Net.step``) once per step, for custom rules
+and callbacks.  Both run the same arithmetic as ``fastgrad.value_and_grad`` + ``sgd_update`` on
+the same batch indices, so they give the same trajectory, bit for bit.  Batch indices are drawn
+in C++ from ``seed`` (see :class:`BatchStream`) and recorded, which is what lets
 ``fastgrad.oracle.replay`` run the same batches in TensorFlow.
 """
 
