@@ -30,7 +30,9 @@ Timing: every contender gets a short untimed warm-up.  A contender whose full ru
 a few seconds (eager TensorFlow, say) runs once, timed in five segments: its min-max is over the
 segments (marked ``seg``).  All others run the full workload several times (``rep``), in rounds:
 one run of each contender per round, so that the machine's slow and fast spells (it is shared;
-its speed moves by up to 2x over seconds) fall on all of them alike.  For W6 and W7 the roofline
+its speed moves by up to 2x over seconds) fall on all of them alike; after a run longer than
+0.1 s the script pauses 0.3 s (untimed), so that the thread pools such a run leaves spinning
+(OpenMP's, TensorFlow's) are idle before the next contender runs.  For W6 and W7 the roofline
 is the time NumPy's matmul takes for the step's five matrix products (forward X@K1, H@K2;
 backward H.T@dZ2, dZ2@K2.T, X.T@dZ1), sampled in the same run before the contenders and after
 each round.  fastgrad's figure is the whole ``fit`` call divided by the steps, so it includes
@@ -100,6 +102,8 @@ CACHE = HERE / ".cache"
 SEED = 42  # seeds the batch draws of every workload
 ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 SMALL = ("W1", "W2", "W3", "W4", "W5")
+SETTLE_AFTER_S = 0.1  # after a timed run longer than this, pause (untimed) before the next one
+SETTLE_S = 0.3
 
 
 # ============================================================================================
@@ -1220,6 +1224,11 @@ def main(argv=None) -> int:
             for c, m in pending:
                 try:
                     m.run_once()
+                    if m.times[-1] > SETTLE_AFTER_S:
+                        # a long run leaves thread pools spinning (OpenMP waits 200 ms before its
+                        # threads sleep; TensorFlow's pools spin too): on 2 cores they would take
+                        # the next contender's CPU, so let them go idle first
+                        time.sleep(SETTLE_S)
                 except Exception as e:
                     failed.add(c.key)
                     errors.append(f"{w.id} {c.name}: {type(e).__name__}: {e}")
