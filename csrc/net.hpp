@@ -79,6 +79,42 @@ const T* net_forward(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
     return in;
 }
 
+// The loss and gradients of one Dense layer with one output, row by row: the arithmetic that
+// every single-output path shares (value_and_grad, the Python loop's step and the native loop),
+// so they give the same bits, which are those of dense_forward + mse_forward_backward +
+// dense_backward.  Rows are idx[0..rows) (or 0..rows without idx); in is IN, or in_rt when IN
+// is 0.  b: the bias, or null.  Writes dk (in values); returns the sum of squared errors (in
+// double) and the bias gradient in gb.  Always inlined: the native loop passes compile-time
+// flags and registers, which the inlining folds.
+template <class T, std::size_t IN>
+[[gnu::always_inline]] inline double dense1_out1_rows(const T* k, const T* b, bool relu, T scale, const T* FG_R x,
+                                                      std::size_t in_rt, const T* FG_R y, const std::int64_t* idx,
+                                                      std::size_t rows, T* dk, T& gb) {
+    const std::size_t in = IN ? IN : in_rt;
+    double s = 0.0;
+    for (std::size_t r = 0; r < rows; ++r) {
+        const std::size_t row = idx ? std::size_t(idx[r]) : r;
+        const T* FG_R xr = x + row * in;
+        const T yr = y[row];
+        // without a bias the sum starts at the first product (no 0 + ..., as dense_forward)
+        T z = b ? *b + xr[0] * k[0] : xr[0] * k[0];
+        for (std::size_t i = 1; i < in; ++i) z += xr[i] * k[i];
+        const T p = relu && z < T(0) ? T(0) : z;
+        const double d = double(p) - double(yr);
+        s = r == 0 ? d * d : s + d * d;  // 0.0 + d*d is d*d (a square is never -0)
+        T g = (T(2) * (p - yr)) * scale;  // scale 1 (one row) folds away when inlined
+        if (relu) g = p > T(0) ? g : T(0);
+        if (r == 0) {
+            for (std::size_t i = 0; i < in; ++i) dk[i] = xr[i] * g;
+            gb = g;
+        } else {
+            for (std::size_t i = 0; i < in; ++i) dk[i] += xr[i] * g;
+            gb += g;
+        }
+    }
+    return s;
+}
+
 // A single small Dense layer, fused row by row: the same operations in the same order as
 // dense_forward + mse_forward_backward + dense_backward (so the same bits), without the passes.
 template <class T>
@@ -93,24 +129,7 @@ double dense1_value_and_grad(const DenseView<T>& L, T* FG_R z, const T* FG_R x, 
     const bool relu = L.act == Activation::relu;
     if (out == 1) {  // one output (W1-W4 of the benchmarks): scalar code, no short vector loops
         T db0 = T(0);
-        double s = 0.0;
-        for (std::size_t r = 0; r < rows; ++r) {
-            const T* FG_R xr = x + r * in;
-            T z0 = b ? b[0] + xr[0] * k[0] : xr[0] * k[0];
-            for (std::size_t i = 1; i < in; ++i) z0 += xr[i] * k[i];
-            const T p = relu && z0 < T(0) ? T(0) : z0;
-            const double d = double(p) - double(y[r]);
-            s += d * d;
-            T g = (T(2) * (p - y[r])) * scale;
-            if (relu) g = p > T(0) ? g : T(0);
-            if (r == 0) {
-                for (std::size_t i = 0; i < in; ++i) dk[i] = xr[i] * g;
-                db0 = g;
-            } else {
-                for (std::size_t i = 0; i < in; ++i) dk[i] += xr[i] * g;
-                db0 += g;
-            }
-        }
+        const double s = dense1_out1_rows<T, 0>(k, b, relu, scale, x, in, y, nullptr, rows, dk, db0);
         if (db) db[0] = db0;
         return double(T(s / double(rows)));
     }
@@ -176,28 +195,8 @@ StepResult dense1_out1_step(const DenseView<T>& L, const T* FG_R x, const T* FG_
     T* FG_R k = L.k;
     T* FG_R dk = L.dk;
     const bool relu = L.act == Activation::relu;
-    const T scale = T(1) / T(rows);
     T db0 = T(0);
-    double s = 0.0;
-    for (std::size_t r = 0; r < rows; ++r) {
-        const std::size_t row = idx ? std::size_t(idx[r]) : r;
-        const T* FG_R xr = x + row * in;
-        const T yr = y[row];
-        T z = L.b ? L.b[0] + xr[0] * k[0] : xr[0] * k[0];
-        for (std::size_t i = 1; i < in; ++i) z += xr[i] * k[i];
-        const T p = relu && z < T(0) ? T(0) : z;
-        const double d = double(p) - double(yr);
-        s += d * d;
-        T g = (T(2) * (p - yr)) * scale;
-        if (relu) g = p > T(0) ? g : T(0);
-        if (r == 0) {
-            for (std::size_t i = 0; i < in; ++i) dk[i] = xr[i] * g;
-            db0 = g;
-        } else {
-            for (std::size_t i = 0; i < in; ++i) dk[i] += xr[i] * g;
-            db0 += g;
-        }
-    }
+    const double s = dense1_out1_rows<T, IN>(k, L.b, relu, T(1) / T(rows), x, in, y, idx, rows, dk, db0);
     StepResult r{};
     r.loss = double(T(s / double(rows)));
     r.bad_grad = -1;
@@ -458,27 +457,9 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
         else if (DRAW == Draw::other)
             sampler->draw_with(gen, bi);
         T gb = T(0);
-        double s = 0.0;
-        for (std::size_t r = 0; r < nrows; ++r) {
-            const std::size_t row = DRAW == Draw::none ? r : std::size_t(bi[r]);
-            const T* FG_R xr = x + row * IN;
-            const T yr = y[row];
-            T z = BIAS ? b + xr[0] * k[0] : xr[0] * k[0];
-            for (std::size_t e = 1; e < IN; ++e) z += xr[e] * k[e];
-            const T p = RELU && z < T(0) ? T(0) : z;
-            const double d = double(p) - double(yr);
-            s = r == 0 ? d * d : s + d * d;  // 0.0 + d*d is d*d (a square is never -0)
-            // with one row the scale is 1, and x * 1 is x exactly: the multiplication is left out
-            T g = DRAW == Draw::one ? T(2) * (p - yr) : (T(2) * (p - yr)) * scale;
-            if (RELU) g = p > T(0) ? g : T(0);
-            if (r == 0) {
-                for (std::size_t e = 0; e < IN; ++e) dk[e] = xr[e] * g;
-                gb = g;
-            } else {
-                for (std::size_t e = 0; e < IN; ++e) dk[e] += xr[e] * g;
-                gb += g;
-            }
-        }
+        // with one row the scale is 1, and x * 1 is x exactly: the constant folds away
+        const double s = dense1_out1_rows<T, IN>(k, BIAS ? &b : nullptr, RELU, DRAW == Draw::one ? T(1) : scale, x,
+                                                 IN, y, bi, nrows, dk, gb);
         const double loss = double(T(s / double(nrows)));
         // sgd_update's sum of squares: lane e holds element e (IN <= 8), the lanes summed in order
         double sq = double(dk[0]) * double(dk[0]);
