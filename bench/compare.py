@@ -990,15 +990,6 @@ class Measurement:
         return self.timing
 
 
-def measure(runner: Runner, steps: int, policy: Policy) -> Timing:
-    """One contender alone (no interleaving): warm-up, then its runs one after another."""
-    m = Measurement(runner, steps, policy)
-    m.start()
-    while not m.done:
-        m.run_once()
-    return m.result()
-
-
 def roofline_samples(w: Workload, budget_s: float = 1.0, min_tries: int = 5) -> List[float]:
     """µs NumPy's matmul takes for the step's five matrix products, one figure per try.
 

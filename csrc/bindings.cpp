@@ -319,7 +319,6 @@ class Net {
 
     std::size_t in_dim() const { return layers_.front().in; }
     std::size_t rows() const { return rows_; }
-    bool gather() const { return gather_; }
     std::size_t out_dim() const { return layers_.back().out; }
 
     void check_xy(const Arr<T>& x, const Arr<T>& y, std::size_t min_rows) const {
@@ -522,8 +521,6 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def("value_and_grad", &Net<T>::value_and_grad, py::arg("x").noconvert(), py::arg("y").noconvert())
         .def_property_readonly("grads", &Net<T>::grads)
         .def_property_readonly("rows", [](const Net<T>& n) { return n.rows(); })
-        .def_property_readonly("gather", [](const Net<T>& n) { return n.gather(); })
-        .def("set_rules", &Net<T>::set_rules, py::arg("rules"))
         .def("fit_run", &Net<T>::fit_run, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("draw"),
              py::arg("shuffle"), py::arg("learning_rate"), py::arg("rules"), py::arg("every"));
 }
