@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -122,6 +124,82 @@ void mse_and_sgd_case(std::mt19937_64& rng, double tol) {
     }
     expect(exact, "sgd_update is w - lr*g rounded as T", 0, 0);
     expect(delta == rdelta, "sgd_update returns max |dw|", std::fabs(delta - rdelta), 0);
+}
+
+// The long element-wise passes give the same bits on every path: the run-time-dispatched
+// sgd_update / all_finite (AVX2 where the CPU has it) against their baseline bodies, and both
+// against the spec written out plainly (element e's square in lane e % 8, lanes summed in order).
+template <class T>
+void dispatch_case(std::mt19937_64& rng, std::size_t count) {
+    std::normal_distribution<double> nd;
+    std::uniform_int_distribution<std::size_t> pos(0, count - 1);
+    std::vector<T> w(count), g(count);
+    for (auto& v : w) v = T(nd(rng));
+    for (auto& v : g) v = T(nd(rng));
+    const int poison = int(rng() % 4);  // 0: none; 1: NaN gradient; 2: inf gradient; 3: huge lr*g overflow
+    if (poison == 1) g[pos(rng)] = T(NAN);
+    if (poison == 2) g[pos(rng)] = T(INFINITY);
+    if (poison == 3) g[pos(rng)] = std::numeric_limits<T>::max();
+    const T lr = poison == 3 ? T(-4) : T(0.03);
+    std::vector<T> w1 = w, w2 = w;
+    double sq1 = 0.25, sq2 = 0.25, lanes[8] = {};
+    bool f1 = true, f2 = true;
+    const double d1 = fg::sgd_update(w1.data(), g.data(), lr, count, &sq1, &f1);
+    const double d2 = fg::sgd_update_body(w2.data(), g.data(), lr, count, &sq2, &f2);
+    bool same_w = true, spec_w = true;
+    for (std::size_t e = 0; e < count; ++e) {
+        same_w &= std::memcmp(&w1[e], &w2[e], sizeof(T)) == 0;
+        const T nw = T(w[e] - T(lr * g[e]));
+        spec_w &= std::memcmp(&w1[e], &nw, sizeof(T)) == 0 || (nw != nw && w1[e] != w1[e]);
+        lanes[e % 8] += double(g[e]) * double(g[e]);
+    }
+    double total = 0.0;
+    for (double v : lanes) total += v;
+    const double spec_sq = 0.25 + total;
+    expect(same_w && spec_w, "sgd_update: dispatched and baseline weights, bit for bit", 0, 0);
+    expect(std::memcmp(&sq1, &sq2, sizeof sq1) == 0 && (sq1 == spec_sq || (sq1 != sq1 && spec_sq != spec_sq)),
+           "sgd_update: the sum of squares, bit for bit, in its lane order", std::fabs(sq1 - spec_sq), 0);
+    expect(std::memcmp(&d1, &d2, sizeof d1) == 0 || (d1 != d1 && d2 != d2), "sgd_update: the same max |dw|", 0, 0);
+    expect(f1 == f2 && f1 == (poison == 0),
+           "sgd_update: finite flags agree (NaN, inf or overflow make them false)", 0, 0);
+    // all_finite: a NaN or inf anywhere (also at a block's edges) is found on both paths
+    std::vector<T> a(count);
+    for (auto& v : a) v = T(nd(rng));
+    expect(fg::all_finite(a.data(), count) && fg::all_finite_body(a.data(), count), "all_finite: finite data", 0, 0);
+    a[count - 1] = std::numeric_limits<T>::max();
+    expect(fg::all_finite(a.data(), count), "all_finite: the largest finite value is finite", 0, 0);
+    const std::size_t where[] = {0, count - 1, pos(rng), std::min<std::size_t>(1023, count - 1),
+                                 std::min<std::size_t>(1024, count - 1)};
+    const T bad[] = {T(NAN), T(INFINITY), -T(INFINITY)};
+    for (std::size_t p : where)
+        for (T b : bad) {
+            const T keep = a[p];
+            a[p] = b;
+            expect(!fg::all_finite(a.data(), count) && !fg::all_finite_body(a.data(), count),
+                   "all_finite: finds a NaN or inf", double(p), 0);
+            a[p] = keep;
+        }
+}
+
+// The ReLU mask with the bias gradient, in place and not, against the plain loops: same bits.
+template <class T>
+void relu_mask_case(std::mt19937_64& rng) {
+    std::uniform_int_distribution<int> dim(1, 70);
+    std::normal_distribution<double> nd;
+    const std::size_t n = dim(rng), out = dim(rng);
+    std::vector<T> dy(n * out), y(n * out);
+    for (auto& v : dy) v = T(nd(rng));
+    for (auto& v : y) v = rng() % 3 == 0 ? T(0) : T(nd(rng));  // some exact zeros: masked, as TF
+    y[0] = T(NAN);                                               // NaN > 0 is false: masked
+    std::vector<T> rz(n * out), rdb(out);
+    for (std::size_t e = 0; e < n * out; ++e) rz[e] = y[e] > T(0) ? dy[e] : T(0);
+    for (std::size_t o = 0; o < out; ++o) rdb[o] = rz[o];
+    for (std::size_t r = 1; r < n; ++r)
+        for (std::size_t o = 0; o < out; ++o) rdb[o] += rz[r * out + o];
+    std::vector<T> z(n * out), db(out), inplace = dy, db2(out);
+    fg::relu_mask_db<false, T>(z.data(), dy.data(), y.data(), db.data(), n, out);
+    fg::relu_mask_db<true, T>(inplace.data(), nullptr, y.data(), db2.data(), n, out);
+    expect(z == rz && inplace == rz && db == rdb && db2 == rdb, "relu_mask_db: the mask and db, bit for bit", 0, 0);
 }
 
 // A gathered two-layer step equals the step on the gathered rows, and moves the weights by lr*g.
@@ -242,6 +320,15 @@ int main() {
     for (int i = 0; i < 100; ++i) {
         single_layer_case<double>(rng);
         single_layer_case<float>(rng);
+    }
+    for (std::size_t count : {1, 7, 8, 9, 511, 512, 513, 1023, 1024, 1025, 2047, 2048, 2049, 5000, 20001})
+        for (int i = 0; i < 4; ++i) {
+            dispatch_case<float>(rng, count);
+            dispatch_case<double>(rng, count);
+        }
+    for (int i = 0; i < 100; ++i) {
+        relu_mask_case<float>(rng);
+        relu_mask_case<double>(rng);
     }
     for (std::uint64_t seed = 0; seed < 10; ++seed) sampler_case(seed);
     for (int i = 0; i < 20; ++i) {
