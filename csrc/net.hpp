@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "kernels.hpp"
@@ -431,8 +432,22 @@ struct TinyEnd {
     bool not_finite;    // the last step's loss, gradient norm or a new weight is not finite
 };
 
+// The sum of the parameters, a test of all of them at once: it is not finite if one of them is not.
+template <class T, std::size_t IN, bool BIAS>
+[[gnu::always_inline]] inline T tiny_sum(const T* k, T b) {
+    T sum = BIAS ? b + k[0] : k[0];
+    for (std::size_t e = 1; e < IN; ++e) sum += k[e];
+    return sum;
+}
+
 // ROWS > 0 fixes the batch's row count at compile time (the row loop unrolls); 0 reads `rows`.
-template <class T, std::size_t IN, bool BIAS, bool RELU, Draw DRAW, std::size_t ROWS = 0>
+// CHECK: test finiteness after every step and stop at the first step that is not finite.
+// Without it the stretch runs to its end and is tested once: the sum of every step's loss and
+// squared gradient norm (terms >= 0, so the sum is finite exactly when each term is, barring an
+// overflow of the sum) and the final weights (a weight that is not finite stays so: w - lr*g
+// with w = +-inf or NaN is never finite).  The caller runs a stretch that fails this test again
+// from its start with CHECK, which finds the step.
+template <class T, std::size_t IN, bool BIAS, bool RELU, Draw DRAW, std::size_t ROWS = 0, bool CHECK = true>
 TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std::int64_t* idx, Sampler* sampler,
                    Xoshiro& gen_io, std::size_t rows, T lr, std::size_t begin, std::size_t end,
                    double* FG_R loss_out, double* FG_R gnorm_out) {
@@ -446,6 +461,7 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
     const std::size_t n = sampler ? sampler->n() : 0;
     const T scale = T(1) / T(rows);
     TinyEnd res{0, false};
+    double seen = 0.0;  // without CHECK: the sum of the stretch's losses and squared norms
     std::size_t i = begin;
     for (; i < end; ++i) {
         const std::size_t nrows = DRAW == Draw::one ? 1 : ROWS ? ROWS : rows;
@@ -475,17 +491,20 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
         if (BIAS) b = nb;
         loss_out[i] = loss;
         gnorm_out[i] = std::sqrt(sq);
-        // one test for the loss, the gradient norm and every new weight: a sum is not finite if
-        // one of its terms is not (a sum of finite terms that overflows only takes the slow
-        // path, which tests them one by one)
-        T wsum = BIAS ? b : T(0);
-        for (std::size_t e = 0; e < IN; ++e) wsum += k[e];
-        if (!std::isfinite(sq + loss + double(wsum))) {
-            res.not_finite = true;
-            ++i;
-            break;
+        if (CHECK) {
+            // one test for the loss, the gradient norm and every new weight: a sum is not finite
+            // if one of its terms is not (a sum of finite terms that overflows only takes the
+            // slow path, which tests them one by one)
+            if (!std::isfinite(sq + loss + double(tiny_sum<T, IN, BIAS>(k, b)))) {
+                res.not_finite = true;
+                ++i;
+                break;
+            }
+        } else {
+            seen += sq + loss;
         }
     }
+    if (!CHECK) res.not_finite = !std::isfinite(seen + double(tiny_sum<T, IN, BIAS>(k, b)));
     res.steps = i - begin;
     for (std::size_t e = 0; e < IN; ++e) {
         tp.k[e] = k[e];
@@ -521,34 +540,39 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
                                           : Draw::floyd;
     std::size_t until_poll = poll_every ? poll_every : SIZE_MAX;
     std::size_t until_rec = every ? every - std::size_t(st.step % static_cast<long long>(every)) : SIZE_MAX;
+    // steps [from, from + count) with the parameters in registers; CHECK as tiny_steps
+    auto stretch_of = [&](auto check, std::size_t from, std::size_t count) {
+        constexpr bool C = decltype(check)::value;
+        switch (draw) {
+            case Draw::none:  // full batch: two rows (W1 of the benchmarks) unrolled
+                if (rows == 2)
+                    return tiny_steps<T, IN, BIAS, RELU, Draw::none, 2, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
+                                                                           from + count, loss_out, gnorm_out);
+                return tiny_steps<T, IN, BIAS, RELU, Draw::none, 0, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
+                                                                       from + count, loss_out, gnorm_out);
+            case Draw::one:
+                return tiny_steps<T, IN, BIAS, RELU, Draw::one, 0, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
+                                                                      from + count, loss_out, gnorm_out);
+            case Draw::floyd:
+                return tiny_steps<T, IN, BIAS, RELU, Draw::floyd, 0, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
+                                                                        from + count, loss_out, gnorm_out);
+            default:
+                return tiny_steps<T, IN, BIAS, RELU, Draw::other, 0, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
+                                                                        from + count, loss_out, gnorm_out);
+        }
+    };
     std::size_t i = 0;
     while (i < end) {
         // a stretch with nothing to do between its steps: up to the next record, poll or rule test
         std::size_t stretch = std::min({end - i, until_rec, until_poll});
         if (plan.others) stretch = 1;
         const TinyParams<T, IN> before = tp;  // for the largest weight change (WeightDelta)
-        TinyEnd te{};
-        switch (draw) {
-            case Draw::none:  // full batch: two rows (W1 of the benchmarks) unrolled
-                if (rows == 2)
-                    te = tiny_steps<T, IN, BIAS, RELU, Draw::none, 2>(tp, x, y, idx, sampler, gen, rows, lr, i,
-                                                                      i + stretch, loss_out, gnorm_out);
-                else
-                    te = tiny_steps<T, IN, BIAS, RELU, Draw::none>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
-                                                                   loss_out, gnorm_out);
-                break;
-            case Draw::one:
-                te = tiny_steps<T, IN, BIAS, RELU, Draw::one>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
-                                                              loss_out, gnorm_out);
-                break;
-            case Draw::floyd:
-                te = tiny_steps<T, IN, BIAS, RELU, Draw::floyd>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
-                                                                loss_out, gnorm_out);
-                break;
-            case Draw::other:
-                te = tiny_steps<T, IN, BIAS, RELU, Draw::other>(tp, x, y, idx, sampler, gen, rows, lr, i, i + stretch,
-                                                                loss_out, gnorm_out);
-                break;
+        const Xoshiro gen_before = gen;
+        TinyEnd te = stretch_of(std::bool_constant<false>{}, i, stretch);
+        if (te.not_finite) {  // again from the stretch's start, testing every step
+            tp = before;
+            gen = gen_before;
+            te = stretch_of(std::bool_constant<true>{}, i, stretch);
         }
         i += te.steps;
         st.step += static_cast<long long>(te.steps);

@@ -128,13 +128,30 @@ def test_a_full_batch_of_two_rows_agrees_bit_for_bit(dtype, rules, which):
 
 @pytest.mark.parametrize("which", list(MODELS))
 @pytest.mark.parametrize("batch_size", [None, 1, 3])
-def test_divergence_of_each_model_kind_is_the_same_in_both_loops(which, batch_size):
+@pytest.mark.parametrize("record_weights", [3, False])
+def test_divergence_of_each_model_kind_is_the_same_in_both_loops(which, batch_size, record_weights):
+    # without records the single-layer loop runs the whole run as one stretch, tested for
+    # finiteness once at its end, and runs it again step by step to find where it diverged
     make, d = MODELS[which]
     x, y = data(n=80, d=d)
     with pytest.warns(fg.DivergenceWarning):
         (a, _), (b, _) = both(lambda: make("float32"), x * 1e3, y * 1e3, optimizer=fg.SGD(10.0),
-                              batch_size=batch_size, stop=stop.MaxSteps(500), seed=2, record_weights=3)
+                              batch_size=batch_size, stop=stop.MaxSteps(500), seed=2, record_weights=record_weights)
     assert a.stopped_by == "diverged" and a.steps < 500
+    assert_same_run(a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_size, lr", [(4, 0.6), (None, 0.8)])
+def test_a_run_that_diverges_late_in_a_long_stretch_agrees(dtype, batch_size, lr):
+    # a learning rate just past stable: the weights grow for hundreds of steps before they
+    # overflow, so the step that is not finite lies deep inside the native loop's stretch
+    x, y = data(n=40, d=4)
+    make, _ = MODELS["dense-4-bias"]
+    with pytest.warns(fg.DivergenceWarning):
+        (a, _), (b, _) = both(lambda: make(dtype), x, y, optimizer=fg.SGD(lr), batch_size=batch_size,
+                              stop=stop.MaxSteps(100_000), seed=9)
+    assert a.stopped_by == "diverged" and 50 < a.steps < 100_000
     assert_same_run(a, b)
 
 
