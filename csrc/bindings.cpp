@@ -41,10 +41,17 @@ std::string shape_str(const py::array& a) {
 
 [[noreturn]] void fail(const std::string& msg) { throw py::value_error(msg); }
 
-// Ctrl-C during a native run: a C-level SIGINT handler, installed for the run (the first of
-// concurrent runs installs it, the last puts Python's back), counts the signals; the loop reads
-// the count between stretches of steps, without the GIL.  A Ctrl-C during the run is therefore
-// the run's ("interrupted"), and Python never sees it.
+// Ctrl-C during a native run: a C-level SIGINT handler (the first of concurrent runs installs
+// it, the last puts Python's back) counts the signals; the loop reads the count between
+// stretches of steps, without the GIL.  A Ctrl-C during the run is therefore the run's
+// ("interrupted"), and Python never sees it.
+//
+// The handler goes in at the run's first poll (about a millisecond of work in), not at its
+// start: installing and restoring it are two system calls, half of what a short run's call
+// costs on a virtual machine.  A Ctrl-C that came before it was taken by Python's own handler,
+// so the first poll also asks Python (with the GIL, once) whether one is pending, and takes it.
+// A run too short to reach a poll is never interrupted: a Ctrl-C during it reaches Python as
+// usual, as a KeyboardInterrupt once the run has returned.
 std::atomic<unsigned> g_sigints{0};
 std::mutex g_sigint_mu;
 int g_sigint_users = 0;
@@ -54,26 +61,40 @@ extern "C" void fg_count_sigint(int) { g_sigints.fetch_add(1, std::memory_order_
 
 class SigintCatch {
   public:
-    SigintCatch() {
-        std::lock_guard<std::mutex> lock(g_sigint_mu);
-        if (g_sigint_users++ == 0) {
-            struct sigaction sa {};
-            sa.sa_handler = fg_count_sigint;
-            sigemptyset(&sa.sa_mask);
-            sigaction(SIGINT, &sa, &g_sigint_old);
-        }
-        start_ = g_sigints.load(std::memory_order_relaxed);
-    }
+    SigintCatch() = default;
     ~SigintCatch() {
+        if (!installed_) return;
         std::lock_guard<std::mutex> lock(g_sigint_mu);
         if (--g_sigint_users == 0) sigaction(SIGINT, &g_sigint_old, nullptr);
     }
     SigintCatch(const SigintCatch&) = delete;
     SigintCatch& operator=(const SigintCatch&) = delete;
-    bool hit() const { return g_sigints.load(std::memory_order_relaxed) != start_; }
+    // Whether a Ctrl-C came during the run.  Called without the GIL, from the thread that
+    // released it; the first call installs the handler.
+    bool hit() {
+        if (!installed_) install();
+        return early_ || g_sigints.load(std::memory_order_relaxed) != start_;
+    }
 
   private:
-    unsigned start_;
+    [[gnu::noinline, gnu::cold]] void install() {
+        start_ = g_sigints.load(std::memory_order_relaxed);  // before: a signal just after counts
+        {
+            std::lock_guard<std::mutex> lock(g_sigint_mu);
+            if (g_sigint_users++ == 0) {
+                struct sigaction sa {};
+                sa.sa_handler = fg_count_sigint;
+                sigemptyset(&sa.sa_mask);
+                sigaction(SIGINT, &sa, &g_sigint_old);
+            }
+        }
+        installed_ = true;
+        py::gil_scoped_acquire gil;  // a Ctrl-C before the handler went in: Python's, pending
+        early_ = PyOS_InterruptOccurred() != 0;
+    }
+
+    unsigned start_ = 0;
+    bool installed_ = false, early_ = false;
 };
 
 // A growable buffer of trivially copyable values (malloc/realloc: no zero-filling, and handed to

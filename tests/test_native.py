@@ -224,6 +224,30 @@ def test_ctrl_c_interrupts_the_native_loop(which):
         time.sleep(1.0)  # the handler runs at the next bytecode; the sleep is never reached in full
 
 
+def test_ctrl_c_before_the_first_poll_is_the_runs():
+    # The native loop installs its SIGINT handler at its first poll for Ctrl-C (about a
+    # millisecond in), not at its start.  This thread, once woken, needs the GIL to send the
+    # signal, and gets it when fit_run releases it: the signal comes before the first poll, to
+    # Python's own handler, and the first poll must take it from there.
+    x, y = data(d=4)
+    m = MODELS["dense-4-bias"][0]("float32")
+    go = threading.Event()
+
+    def send():
+        go.wait()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    go.set()
+    r = fg.fit(m, x, y, optimizer=fg.SGD(1e-6), batch_size=2, stop=stop.MaxSteps(10**8))
+    time.sleep(0.05)  # a Ctrl-C left pending in Python would raise KeyboardInterrupt here
+    sender.join()
+    assert r.loop == "native" and r.stopped_by == "interrupted"
+    assert 0 < r.steps < 10**8
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.skipif(not _core.has_blas, reason="built without OpenBLAS")
 @pytest.mark.parametrize("which", ["numpy's", "linked"])
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
