@@ -161,6 +161,29 @@ Arr<T> as_input(py::handle x) {
     return py::reinterpret_borrow<Arr<T>>(conv);
 }
 
+// The common case of fastgrad._validation.data in one call: x and y exact arrays (not subclasses)
+// of the model's dtype, C-contiguous, x (n, d) with n, d > 0, y (n,) or (n, outputs), both
+// finite.  Returns y as (n, outputs), or None when anything differs (data() then does it in
+// Python, converting or raising the error that names the problem).
+py::object fast_data(py::handle xh, py::handle yh, bool f64, py::ssize_t outputs) {
+    auto& api = py::detail::npy_api::get();
+    if (Py_TYPE(xh.ptr()) != api.PyArray_Type_ || Py_TYPE(yh.ptr()) != api.PyArray_Type_) return py::none();
+    const auto x = py::reinterpret_borrow<py::array>(xh);
+    auto y = py::reinterpret_borrow<py::array>(yh);
+    const bool exact = f64 ? is_exact<double>(x) && is_exact<double>(y) : is_exact<float>(x) && is_exact<float>(y);
+    if (!exact || x.ndim() != 2 || x.shape(0) == 0 || x.shape(1) == 0) return py::none();
+    const py::ssize_t n = x.shape(0);
+    if (!(y.ndim() == 1 && outputs == 1 && y.shape(0) == n) && !(y.ndim() == 2 && y.shape(0) == n && y.shape(1) == outputs))
+        return py::none();
+    const bool finite = f64 ? fg::all_finite(static_cast<const double*>(x.data()), std::size_t(x.size())) &&
+                                  fg::all_finite(static_cast<const double*>(y.data()), std::size_t(y.size()))
+                            : fg::all_finite(static_cast<const float*>(x.data()), std::size_t(x.size())) &&
+                                  fg::all_finite(static_cast<const float*>(y.data()), std::size_t(y.size()));
+    if (!finite) return py::none();
+    if (y.ndim() == 2) return y;
+    return y.reshape({n, py::ssize_t(1)});
+}
+
 void need_ndim(const py::array& a, py::ssize_t nd, const char* name, const char* layout) {
     if (a.ndim() != nd)
         fail(std::string(name) + ": expected a " + std::to_string(nd) + "-D array " + layout +
@@ -563,8 +586,6 @@ PYBIND11_MODULE(_core, m) {
 #else
     m.def("use_shared_blas", []() { return std::string(); });
     m.def("use_linked_blas", []() {});
-    m.def("use_linked_blas", []() { fg::shared_blas() = fg::SharedBlas{}; },
-          "stop using NumPy's OpenBLAS; call the linked scipy-openblas32 (for tests)");
     m.def("blas_in_use", []() { return std::string("none (plain loops)"); });
 #endif
     m.def("get_blas_min_work", []() { return fg::blas_min_work(); },
@@ -575,6 +596,9 @@ PYBIND11_MODULE(_core, m) {
         if (is_exact<double>(a)) return fg::all_finite(static_cast<const double*>(a.data()), std::size_t(a.size()));
         throw py::type_error("a: expected a C-contiguous float32 or float64 array");
     }, py::arg("a"), "whether every element is finite");
+    m.def("fast_data", &fast_data, py::arg("x"), py::arg("y"), py::arg("float64"), py::arg("outputs"),
+          "y as (samples, outputs) when x and y need no conversion and pass every check of "
+          "fastgrad._validation.data, else None (which then converts, or names what is wrong)");
     m.def("seed_state", [](std::uint64_t seed) {
         std::uint64_t st[4];
         fg::seed_sequence_state(seed, st);

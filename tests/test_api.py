@@ -179,3 +179,57 @@ def test_version_is_the_pyproject_version():
     import importlib.metadata
 
     assert fg.__version__ == importlib.metadata.version("fastgrad")
+
+
+# data(): arrays that need nothing take one compiled call (_core.fast_data); the result, and the
+# error for bad data, must be those of the checks in Python
+class _Sub(np.ndarray):
+    pass
+
+
+_R = np.random.default_rng(3)
+_X, _Y = _R.normal(size=(7, 3)), _R.normal(size=7)
+DATA_CASES = {
+    "exact, y 1-D": (_X, _Y),
+    "exact, y 2-D": (_X, _Y.reshape(-1, 1)),
+    "other dtype": (_X.astype(np.float32), _Y),
+    "ints": (np.arange(21).reshape(7, 3), np.arange(7)),
+    "strided x": (np.asfortranarray(_X), _Y),
+    "big-endian": (_X.astype(">f8"), _Y.astype(">f8")),
+    "subclass": (_X.view(_Sub), _Y.view(_Sub)),
+    "lists": (_X.tolist(), _Y.tolist()),
+    "NaN in x": (np.where(_X > 1, np.nan, _X), _Y),
+    "inf in y": (_X, np.where(_Y > 1, np.inf, _Y)),
+    "y rows": (_X, _Y[:6]),
+    "y outputs": (_X, np.ones((7, 2))),
+    "x 1-D": (_Y, _Y),
+    "x empty": (_X[:0], _Y[:0]),
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", list(DATA_CASES))
+def test_data_fast_path_agrees_with_the_python_checks(case, dtype):
+    from fastgrad import _validation
+
+    x, y = DATA_CASES[case]
+    dt = np.dtype(dtype)
+
+    def run(fast):
+        try:
+            if fast:
+                return _validation.data(x, y, dt, outputs=1)
+            xs, ys = _validation.data(x, y, dt)  # no outputs: the Python checks only
+            if ys.shape[1] != 1:
+                raise ValueError(f"y: expected 1 output column(s) to match the model, got shape {ys.shape}")
+            return xs, ys
+        except (TypeError, ValueError) as e:
+            return type(e), str(e)
+
+    fast, slow = run(True), run(False)
+    if isinstance(slow[0], type):
+        assert fast == slow
+    else:
+        for a, b in zip(fast, slow):
+            assert type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous
+            assert a.shape == b.shape and np.array_equal(a, b)
