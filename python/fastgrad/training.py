@@ -305,7 +305,9 @@ def fit(
         callbacks; otherwise the Python loop runs.  Both give the same trajectory, bit for bit.
 
     Every argument is checked before anything changes.  Ctrl-C stops the run after the
-    current step and returns the partial result with ``stopped_by="interrupted"``.
+    current step and returns the partial result with ``stopped_by="interrupted"``.  (The
+    native loop looks for it about every millisecond of work: a shorter run finishes, and the
+    Ctrl-C then raises ``KeyboardInterrupt`` as anywhere else.)
     """
     # ---- check everything first: a failed call changes nothing --------------------------
     layers = layers_of(model)
@@ -566,7 +568,8 @@ def _native_loop(net, x, y, draw, shuffle, lr, rules, native, every, params, ini
     """The whole run in C++ (Net.fit_run).  Returns (steps, history, stopped_by, divergence).
 
     ``draw``: None (full batch), the seed, or a Sampler; ``initial``: copies of the weights
-    before the run (row 0 of the recorded weights).  Ctrl-C is caught in C++ for the run.
+    before the run (row 0 of the recorded weights).  Ctrl-C is caught in C++ from the run's
+    first poll on (see SigintCatch in csrc/bindings.cpp).
     """
     steps, code, bad_g, bad_w, loss, norm, batches, w_rows, w_steps = net.fit_run(x, y, draw, shuffle, lr, native, every)
     divergence = None
