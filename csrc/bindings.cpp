@@ -10,6 +10,7 @@
 #include <signal.h>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <tuple>
@@ -97,39 +98,99 @@ class SigintCatch {
     bool installed_ = false, early_ = false;
 };
 
-// A growable buffer of trivially copyable values (malloc/realloc: no zero-filling, and handed to
-// NumPy without a copy by as_array).
+// Memory for the records a native run hands to NumPy.  A buffer NumPy frees comes back here and
+// is kept (up to kKeepBytes in all) for the next run: its pages are already mapped.  A fresh page
+// costs a fault on its first write, about 2 µs on this virtual machine: a 100,000-step run of W1
+// took 617 faults and ran at 27 ns a step, against 13 ns for runs that take none.  The cache is
+// never destroyed (NumPy may free an array after static destructors run); the system takes it at
+// exit.  Each block starts with a kHeader-byte header holding its capacity.
+class RecordMemory {
+  public:
+    static RecordMemory& get() {
+        static RecordMemory* m = new RecordMemory;
+        return *m;
+    }
+    // At least `bytes` usable bytes: the smallest kept block that fits, else a new one.
+    void* take(std::size_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            std::size_t best = free_.size();
+            for (std::size_t j = 0; j < free_.size(); ++j)
+                if (cap_of(free_[j]) >= bytes && (best == free_.size() || cap_of(free_[j]) < cap_of(free_[best])))
+                    best = j;
+            if (best < free_.size()) {
+                char* h = free_[best];
+                free_[best] = free_.back();
+                free_.pop_back();
+                kept_ -= cap_of(h);
+                return h + kHeader;
+            }
+        }
+        char* h = static_cast<char*>(std::malloc(kHeader + bytes));
+        if (!h) throw std::bad_alloc();
+        std::memcpy(h, &bytes, sizeof bytes);
+        return h + kHeader;
+    }
+    static std::size_t capacity(const void* p) { return cap_of(static_cast<const char*>(p) - kHeader); }
+    void give(void* p) {
+        if (!p) return;
+        char* h = static_cast<char*>(p) - kHeader;
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            if (kept_ + cap_of(h) <= kKeepBytes) {
+                free_.push_back(h);
+                kept_ += cap_of(h);
+                return;
+            }
+        }
+        std::free(h);
+    }
+
+  private:
+    static constexpr std::size_t kHeader = 64, kKeepBytes = std::size_t(32) << 20;
+    static std::size_t cap_of(const char* h) {
+        std::size_t c;
+        std::memcpy(&c, h, sizeof c);
+        return c;
+    }
+    std::mutex mu_;
+    std::vector<char*> free_;  // headers of kept blocks
+    std::size_t kept_ = 0;
+};
+
+// A growable buffer of trivially copyable values in RecordMemory, handed to NumPy without a copy
+// by as_array.
 template <class V>
 class Grow {
   public:
     Grow() = default;
     Grow(const Grow&) = delete;
     Grow& operator=(const Grow&) = delete;
-    ~Grow() { std::free(p_); }
+    ~Grow() { RecordMemory::get().give(p_); }
     V* data() { return p_; }
     void reserve(std::size_t n) {
         if (n <= cap_) return;
-        const std::size_t c = std::max(n, cap_ * 2);
-        void* q = std::realloc(p_, c * sizeof(V));
-        if (!q) throw std::bad_alloc();
-        p_ = static_cast<V*>(q);
-        cap_ = c;
+        move_to(std::max(n, cap_ * 2), cap_);
     }
     // the first `count` values as a NumPy array of `shape` (its product is count); the array owns them
     py::array_t<V> as_array(std::vector<py::ssize_t> shape, std::size_t count) {
-        if (count == 0 || cap_ > 2 * count + 64) {  // trim what a run that stopped early left over
-            void* q = std::realloc(p_, std::max<std::size_t>(count, 1) * sizeof(V));
-            if (q) p_ = static_cast<V*>(q);
-        }
-        V* p = p_ ? p_ : static_cast<V*>(std::malloc(sizeof(V)));
-        if (!p) throw std::bad_alloc();
+        if (!p_ || cap_ > 2 * count + 64) move_to(std::max<std::size_t>(count, 1), count);  // a run that stopped early
+        V* p = p_;
         p_ = nullptr;
         cap_ = 0;
-        py::capsule owner(p, [](void* q) { std::free(q); });
+        py::capsule owner(p, [](void* q) { RecordMemory::get().give(q); });
         return py::array_t<V>(shape, p, owner);
     }
 
   private:
+    // into a block of at least n values, keeping the first `keep`
+    void move_to(std::size_t n, std::size_t keep) {
+        V* q = static_cast<V*>(RecordMemory::get().take(n * sizeof(V)));
+        if (p_ && keep) std::memcpy(q, p_, keep * sizeof(V));
+        RecordMemory::get().give(p_);
+        p_ = q;
+        cap_ = RecordMemory::capacity(q) / sizeof(V);
+    }
     V* p_ = nullptr;
     std::size_t cap_ = 0;
 };

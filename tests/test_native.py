@@ -275,3 +275,19 @@ def check_blas_against_loops(dtype, tol):
     assert abs(l_blas - l_loop) <= tol * abs(l_loop)
     for a, b in zip(g_blas, g_loop):
         assert np.abs(a - b).max() <= tol * np.abs(b).max()
+
+
+def test_records_of_a_kept_result_survive_later_runs():
+    # The native loop's record buffers are reused once NumPy frees them (csrc/bindings.cpp,
+    # RecordMemory): a result still held must keep its own, whatever runs after it.
+    x, y = data(n=50, d=3)
+    make, _ = MODELS["dense-3-relu"]
+    kept = fg.fit(make("float32"), x, y, batch_size=2, stop=stop.MaxSteps(70_000), seed=1, record_weights=5000)
+    snapshot = [a.copy() for a in (kept.history.loss, kept.history.grad_norm, kept.history.batches,
+                                   *kept.history.weights)]
+    for seed in range(4):  # runs that take the freed buffers, and an early stop that trims its own
+        fg.fit(make("float32"), x, y, batch_size=2, stop=stop.MaxSteps(90_000), seed=seed + 2, record_weights=7)
+        fg.fit(make("float32"), x, y, batch_size=2, stop=[stop.MaxSteps(90_000), stop.LossBelow(1e9)], seed=seed)
+    now = (kept.history.loss, kept.history.grad_norm, kept.history.batches, *kept.history.weights)
+    for a, b in zip(snapshot, now):
+        assert a.tobytes() == b.tobytes()
