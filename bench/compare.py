@@ -33,10 +33,12 @@ one run of each contender per round, so that the machine's slow and fast spells 
 its speed moves by up to 2x over seconds) fall on all of them alike; after a run longer than
 0.1 s the script pauses 0.3 s (untimed), so that the thread pools such a run leaves spinning
 (OpenMP's, TensorFlow's) are idle before the next contender runs.  A contender whose run takes
-under 50 ms (fastgrad, the C++ loop and lax.scan on W1-W5) does one untimed run right before
-each timed one: the other contenders' runs and the pauses leave the caches cold, which costs such
-a short run up to 2x (measured: fastgrad's W1 at 15 ns a step run after run, 35 ns right after
-a 0.3 s pause), and the untimed run pays that instead.  For W6 and W7 the roofline
+under 50 ms (fastgrad, the C++ loop and lax.scan on W1-W5) does untimed runs of its own for
+2 ms right before each timed one: the pauses and the other contenders' runs leave the machine
+cold (this virtual CPU's caches and predictors hold another tenant's work after an idle spell),
+which costs such a short run up to 2x, and the untimed runs pay that instead.  Measured with
+fastgrad's W1: 13.5 ns a step run after run; right after a 0.3 s pause 36 ns, after one untimed
+run 16 ns, after three 14 ns.  For W6 and W7 the roofline
 is the time NumPy's matmul takes for the step's five matrix products (forward X@K1, H@K2;
 backward H.T@dZ2, dZ2@K2.T, X.T@dZ1), sampled in the same run before the contenders and after
 each round.  fastgrad's figure is the whole ``fit`` call divided by the steps, so it includes
@@ -108,7 +110,8 @@ ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
 SMALL = ("W1", "W2", "W3", "W4", "W5")
 SETTLE_AFTER_S = 0.1  # after a timed run longer than this, pause (untimed) before the next one
 SETTLE_S = 0.3
-REWARM_BELOW_S = 0.05  # a run shorter than this is timed right after an untimed one of its own
+REWARM_BELOW_S = 0.05  # a run shorter than this is timed right after untimed ones of its own,
+REWARM_S = 0.002  # for at least this long (at least one)
 
 
 # ============================================================================================
@@ -988,9 +991,13 @@ class Measurement:
         return n >= p.max_repeats or (n >= p.min_repeats and sum(self.times) > p.budget_s)
 
     def run_once(self) -> None:
-        if self.est < REWARM_BELOW_S:  # see the module docstring: caches warm for the timed run
-            self.runner.reset()
-            self.runner.run(self.steps)
+        if self.est < REWARM_BELOW_S:  # see the module docstring: a warm machine for the timed run
+            t0 = time.perf_counter()
+            while True:
+                self.runner.reset()
+                self.runner.run(self.steps)
+                if time.perf_counter() - t0 >= REWARM_S:
+                    break
         self.runner.reset()
         with _gc_paused():
             t0 = time.perf_counter()
