@@ -48,23 +48,28 @@ int main(int argc, char** argv) {
                            "layer 1 backward", "update (every parameter)", "the five products alone"};
     double t[8] = {};
     std::vector<double> step_us, five_us;
+    const bool full = B == N;  // the full batch (W7): fit reads x and y in place, no gather
+    const float* xb = full ? x.data() : s.xb.data();
+    const float* yb = full ? y.data() : s.yb.data();
     for (int st = 0; st < steps; ++st) {
         for (auto& v : idx) v = std::int64_t(rng() % N);
         const auto t0 = clk::now();
-        fg::gather_rows(s.xb.data(), x.data(), idx.data(), B, I);
-        fg::gather_rows(s.yb.data(), y.data(), idx.data(), B, O);
+        if (!full) {
+            fg::gather_rows(s.xb.data(), x.data(), idx.data(), B, I);
+            fg::gather_rows(s.yb.data(), y.data(), idx.data(), B, O);
+        }
         const auto t1 = clk::now();
-        fg::dense_forward(s.acts[0].data(), s.xb.data(), k1.data(), b1.data(), B, I, H, fg::Activation::relu);
+        fg::dense_forward(s.acts[0].data(), xb, k1.data(), b1.data(), B, I, H, fg::Activation::relu);
         const auto t2 = clk::now();
         fg::dense_forward(s.acts[1].data(), s.acts[0].data(), k2.data(), b2.data(), B, H, O, fg::Activation::linear);
         const auto t3 = clk::now();
-        fg::mse_forward_backward(s.grad_in[1].data(), s.acts[1].data(), s.yb.data(), B * O);
+        fg::mse_forward_backward(s.grad_in[1].data(), s.acts[1].data(), yb, B * O);
         const auto t4 = clk::now();
         fg::dense_backward(s.grad_in[0].data(), dk2.data(), db2.data(), s.grad_in[1].data(), s.grad_in[1].data(),
                            s.acts[0].data(), k2.data(), s.acts[1].data(), B, H, O, fg::Activation::linear);
         const auto t5 = clk::now();
         fg::dense_backward<float>(nullptr, dk1.data(), db1.data(), s.grad_in[0].data(), s.grad_in[0].data(),
-                                  s.xb.data(), k1.data(), s.acts[0].data(), B, I, H, fg::Activation::relu);
+                                  xb, k1.data(), s.acts[0].data(), B, I, H, fg::Activation::relu);
         const auto t6 = clk::now();
         double sq = 0;
         bool finite = true;
@@ -73,11 +78,11 @@ int main(int argc, char** argv) {
             fg::sgd_update(l.b, l.db, 0.01f, l.out, &sq, &finite);
         }
         const auto t7 = clk::now();
-        fg::gemm(false, false, B, H, I, s.xb.data(), k1.data(), s.acts[0].data());              // X @ K1
+        fg::gemm(false, false, B, H, I, xb, k1.data(), s.acts[0].data());                       // X @ K1
         fg::gemm(false, false, B, O, H, s.acts[0].data(), k2.data(), s.acts[1].data());        // H @ K2
         fg::gemm(true, false, H, O, B, s.acts[0].data(), s.grad_in[1].data(), dk2.data());     // H^T dZ2
         fg::gemm(false, true, B, H, O, s.grad_in[1].data(), k2.data(), s.grad_in[0].data());   // dZ2 K2^T
-        fg::gemm(true, false, I, H, B, s.xb.data(), s.grad_in[0].data(), dk1.data());          // X^T dZ1
+        fg::gemm(true, false, I, H, B, xb, s.grad_in[0].data(), dk1.data());                   // X^T dZ1
         const auto t8 = clk::now();
         if (st < skip) continue;
         const clk::time_point marks[] = {t0, t1, t2, t3, t4, t5, t6, t7, t8};
