@@ -540,6 +540,7 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
                                           : Draw::floyd;
     std::size_t until_poll = poll_every ? poll_every : SIZE_MAX;
     std::size_t until_rec = every ? every - std::size_t(st.step % static_cast<long long>(every)) : SIZE_MAX;
+    bool every_step = false;  // CHECK every stretch (after a false alarm, below)
     // steps [from, from + count) with the parameters in registers; CHECK as tiny_steps
     auto stretch_of = [&](auto check, std::size_t from, std::size_t count) {
         constexpr bool C = decltype(check)::value;
@@ -568,8 +569,9 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
         if (plan.others) stretch = 1;
         const TinyParams<T, IN> before = tp;  // for the largest weight change (WeightDelta)
         const Xoshiro gen_before = gen;
-        TinyEnd te = stretch_of(std::bool_constant<false>{}, i, stretch);
-        if (te.not_finite) {  // again from the stretch's start, testing every step
+        TinyEnd te = every_step ? stretch_of(std::bool_constant<true>{}, i, stretch)
+                                : stretch_of(std::bool_constant<false>{}, i, stretch);
+        if (te.not_finite && !every_step) {  // again from the stretch's start, testing every step
             tp = before;
             gen = gen_before;
             te = stretch_of(std::bool_constant<true>{}, i, stretch);
@@ -597,6 +599,9 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
                 out.bad_weight = bad_weight;
                 break;
             }
+            // a false alarm: finite values whose sum overflowed.  It may recur every step (huge
+            // weights that stay): from here on test every step, so that no stretch runs twice
+            every_step = true;
         }
         if (plan.others) {  // stretches of one step: `before` holds the weights before it
             double delta = 0.0;

@@ -291,3 +291,24 @@ def test_records_of_a_kept_result_survive_later_runs():
     now = (kept.history.loss, kept.history.grad_norm, kept.history.batches, *kept.history.weights)
     for a, b in zip(snapshot, now):
         assert a.tobytes() == b.tobytes()
+
+
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_finite_weights_whose_sum_overflows_are_not_a_divergence(batch_size):
+    # The native loop tests the weights' sum for finiteness; two float32 weights near the largest
+    # float overflow it while each is finite.  With their inputs 0 they never change, and the
+    # run must go on to its end, in both loops alike.
+    x, y = data(n=20, d=3)
+    x[:, :2] = 0.0
+
+    def make():
+        m = fg.Dense(1, dtype="float32")
+        m.build(3)
+        m.set_weights([np.array([[3e38], [3e38], [0.5]], np.float32), np.zeros(1, np.float32)])
+        return m
+
+    (a, _), (b, _) = both(make, x, y, optimizer=fg.SGD(0.01), batch_size=batch_size, stop=stop.MaxSteps(3000),
+                          seed=4, record_weights=1000)
+    assert a.stopped_by == "max_steps" and a.steps == 3000
+    assert np.isfinite(a.history.loss).all()
+    assert_same_run(a, b)
