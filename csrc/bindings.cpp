@@ -222,6 +222,13 @@ Arr<T> as_input(py::handle x) {
     return py::reinterpret_borrow<Arr<T>>(conv);
 }
 
+// Whether every element of a C-contiguous float32 or float64 array is finite (TypeError otherwise).
+bool all_finite_of(const py::array& a) {
+    if (is_exact<float>(a)) return fg::all_finite(static_cast<const float*>(a.data()), std::size_t(a.size()));
+    if (is_exact<double>(a)) return fg::all_finite(static_cast<const double*>(a.data()), std::size_t(a.size()));
+    throw py::type_error("a: expected a C-contiguous float32 or float64 array");
+}
+
 // The common case of fastgrad._validation.data in one call: x and y exact arrays (not subclasses)
 // of the model's dtype, C-contiguous, x (n, d) with n, d > 0, y (n,) or (n, outputs), both
 // finite.  Returns y as (n, outputs), or None when anything differs (data() then does it in
@@ -236,11 +243,7 @@ py::object fast_data(py::handle xh, py::handle yh, bool f64, py::ssize_t outputs
     const py::ssize_t n = x.shape(0);
     if (!(y.ndim() == 1 && outputs == 1 && y.shape(0) == n) && !(y.ndim() == 2 && y.shape(0) == n && y.shape(1) == outputs))
         return py::none();
-    const bool finite = f64 ? fg::all_finite(static_cast<const double*>(x.data()), std::size_t(x.size())) &&
-                                  fg::all_finite(static_cast<const double*>(y.data()), std::size_t(y.size()))
-                            : fg::all_finite(static_cast<const float*>(x.data()), std::size_t(x.size())) &&
-                                  fg::all_finite(static_cast<const float*>(y.data()), std::size_t(y.size()));
-    if (!finite) return py::none();
+    if (!all_finite_of(x) || !all_finite_of(y)) return py::none();
     if (y.ndim() == 2) return y;
     return y.reshape({n, py::ssize_t(1)});
 }
@@ -652,11 +655,7 @@ PYBIND11_MODULE(_core, m) {
     m.def("get_blas_min_work", []() { return fg::blas_min_work(); },
           "products of fewer multiply-adds than this run in the plain loops");
     m.def("set_blas_min_work", [](std::size_t v) { fg::blas_min_work() = v; }, py::arg("work"));
-    m.def("all_finite", [](const py::array& a) {
-        if (is_exact<float>(a)) return fg::all_finite(static_cast<const float*>(a.data()), std::size_t(a.size()));
-        if (is_exact<double>(a)) return fg::all_finite(static_cast<const double*>(a.data()), std::size_t(a.size()));
-        throw py::type_error("a: expected a C-contiguous float32 or float64 array");
-    }, py::arg("a"), "whether every element is finite");
+    m.def("all_finite", &all_finite_of, py::arg("a"), "whether every element is finite");
     m.def("fast_data", &fast_data, py::arg("x"), py::arg("y"), py::arg("float64"), py::arg("outputs"),
           "y as (samples, outputs) when x and y need no conversion and pass every check of "
           "fastgrad._validation.data, else None (which then converts, or names what is wrong)");

@@ -93,7 +93,7 @@ void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, cons
     bool db_done = false;
     if (act == Activation::relu) {
         if (dz == dy) relu_mask_db<true, T>(dz, nullptr, y, db, n, out);
-        else relu_mask_db<false>(dz, dy, y, db, n, out);
+        else relu_mask_db<false, T>(dz, dy, y, db, n, out);
         g = dz;
         db_done = db && n > 0;
     }

@@ -20,12 +20,10 @@ def prepare(model, x, y, build: bool = True):
     Raises ValueError/TypeError, naming the argument, before anything changes.
     """
     layers = layers_of(model)
-    dtype = layers[0].dtype
-    x, y = data(x, y, dtype, outputs=layers[-1].units)
-    if layers[0].built and layers[0].input_dim != x.shape[1]:
-        raise ValueError(
-            f"x: the model is built for inputs of width {layers[0].input_dim}, got shape {x.shape}"
-        )
+    x, y = data(x, y, layers[0].dtype, outputs=layers[-1].units)
+    kernel = layers[0].kernel  # fit's fixed cost: attributes, not the built/input_dim properties
+    if kernel is not None and kernel.shape[0] != x.shape[1]:
+        raise ValueError(f"x: the model is built for inputs of width {kernel.shape[0]}, got shape {x.shape}")
     if build and not all(layer.built for layer in layers):
         model.build(x.shape[1])  # a Sequential seeds its layers from its own seed
     return layers, x, y

@@ -25,7 +25,8 @@ import numpy as np
 
 from . import _core
 from . import stop as _stop
-from ._validation import data, positive_float, positive_int
+from ._validation import positive_float, positive_int
+from .gradients import prepare
 from .layers import layers_of
 from .ops import ACTIVATIONS
 
@@ -334,20 +335,14 @@ def fit(
     if loop == "native" and native is None:
         raise ValueError("loop: 'native' runs only the built-in stopping rules and no callbacks")
     use_native = native is not None and loop != "python"
-    x, y = data(x, y, layers[0].dtype, outputs=layers[-1].units)  # as prepare() checks them
-    if layers[0].kernel is not None and layers[0].kernel.shape[0] != x.shape[1]:
-        raise ValueError(f"x: the model is built for inputs of width {layers[0].kernel.shape[0]}, got shape {x.shape}")
+    layers, x, y = prepare(model, x, y, build=False)
     n = x.shape[0]
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
-    if layers[-1].kernel is None or layers[0].kernel is None:
+    if not all(layer.built for layer in layers):
         model.build(x.shape[1])  # as a first call would; the only change before training
 
-    params = []
-    for layer in layers:
-        params.append(layer.kernel)
-        if layer.bias is not None:
-            params.append(layer.bias)
+    params = [w for layer in layers for w in layer._params()]
     initial = [w.copy() for w in params]
     dtype = layers[0].dtype
     rows = n if batch_size is None else batch_size
