@@ -955,7 +955,6 @@ class Measurement:
 
     def start(self) -> None:
         runner, steps, policy = self.runner, self.steps, self.policy
-        est = 0.0
         if not runner.precompiled:
             # two warm-ups: the first traces/compiles, the second estimates the cost of a step
             warm = max(1, min(20, steps // 10))
