@@ -2,13 +2,12 @@
 // part, against the step's five matrix products alone (bench/compare.py's roofline), with the
 // kernels fit runs.  A measuring tool, not a test:
 //
-//   SOB=$(python -c "import scipy_openblas32 as s; print(s.get_include_dir()[:-8])")
-//   g++ -O3 -std=c++17 -ffp-contract=off -fno-math-errno -DFASTGRAD_BLAS=1 -Icsrc -isystem $SOB/include
-//       bench/step_parts.cpp -o /tmp/step_parts -L$SOB/lib -lscipy_openblas -Wl,-rpath,$SOB/lib -ldl
-//   (one command)
-//   /tmp/step_parts 128 400      # batch rows (8192: W7), steps
+//   g++ -O3 -std=c++17 -ffp-contract=off -fno-math-errno -DFASTGRAD_BLAS=1 -Icsrc
+//       bench/step_parts.cpp -o /tmp/step_parts -ldl     (one command)
+//   SOB=$(python -c "import fastgrad._blas as b; print(b.fallback_library())")
+//   /tmp/step_parts 128 400 $SOB      # batch rows (8192: W7), steps, the BLAS library
 //
-// It links scipy-openblas32 (fastgrad's fallback BLAS; fit itself calls NumPy's OpenBLAS, the
+// It opens scipy-openblas32 (fastgrad's fallback BLAS; fit itself calls NumPy's OpenBLAS, the
 // same kernels).  x is a std::vector (4 KiB pages): NumPy gives arrays this large huge pages, on
 // which the gather measured about 75 µs instead of 125.
 #include <algorithm>
@@ -16,6 +15,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "net.hpp"
@@ -25,10 +25,15 @@ static double us(clk::time_point a, clk::time_point b) { return std::chrono::dur
 
 int main(int argc, char** argv) {
     const std::size_t N = 8192, I = 784, H = 256, O = 10;
-    const std::size_t B = argc > 1 ? std::size_t(std::atoi(argv[1])) : 128;
-    const int steps = argc > 2 ? std::atoi(argv[2]) : 400, skip = 20;
-    if (B < 1 || B > N || steps <= skip) {
-        std::fprintf(stderr, "usage: step_parts [rows 1..8192] [steps > %d]\n", skip);
+    const std::size_t B = argc > 1 ? std::size_t(std::atoi(argv[1])) : 0;
+    const int steps = argc > 2 ? std::atoi(argv[2]) : 0, skip = 20;
+    if (B < 1 || B > N || steps <= skip || argc < 4) {
+        std::fprintf(stderr, "usage: step_parts rows(1..8192) steps(> %d) path/to/libscipy_openblas.so\n", skip);
+        return 2;
+    }
+    const std::string err = fg::load_fallback_blas(argv[3]);
+    if (!err.empty()) {
+        std::fprintf(stderr, "step_parts: %s\n", err.c_str());
         return 2;
     }
     std::mt19937_64 rng(1);

@@ -641,15 +641,25 @@ PYBIND11_MODULE(_core, m) {
     m.attr("has_blas") = fg::has_blas();
 #ifdef FASTGRAD_BLAS
     m.def("use_shared_blas", []() { return fg::find_shared_blas(); },
-          "use NumPy's OpenBLAS (one thread pool) when the process has it; returns its path or ''");
-    m.def("use_linked_blas", []() { fg::shared_blas() = fg::SharedBlas{}; },
-          "stop using NumPy's OpenBLAS; call the linked scipy-openblas32 (for tests)");
+          "call NumPy's OpenBLAS (one thread pool in the process) when the process has it; returns its "
+          "path, or '' (and nothing changes)");
+    m.def(
+        "use_fallback_blas",
+        [](const std::string& path) {
+            const std::string err = fg::load_fallback_blas(path);
+            if (!err.empty()) throw py::value_error("cannot use " + path + " as fastgrad's BLAS: " + err);
+        },
+        py::arg("path"), "open scipy-openblas32's library at path and call it (raises ValueError if it cannot)");
+    m.def("use_no_blas", []() { fg::active_blas() = fg::Blas{}; }, "every product on the plain loops (for tests)");
     m.def("blas_in_use", []() {
-        return fg::shared_blas().path.empty() ? std::string("scipy-openblas32 (linked)") : fg::shared_blas().path;
+        const fg::Blas& b = fg::active_blas();
+        if (b.path.empty()) return std::string("none (plain loops)");
+        return b.sgemm64 ? b.path : b.path + " (scipy-openblas32, the fallback)";
     });
 #else
     m.def("use_shared_blas", []() { return std::string(); });
-    m.def("use_linked_blas", []() {});
+    m.def("use_fallback_blas", [](const std::string&) {}, py::arg("path"));
+    m.def("use_no_blas", []() {});
     m.def("blas_in_use", []() { return std::string("none (plain loops)"); });
 #endif
     m.def("get_blas_min_work", []() { return fg::blas_min_work(); },

@@ -1,18 +1,22 @@
-// Matrix products for the Dense kernels: OpenBLAS (scipy-openblas32) when built with
-// FASTGRAD_BLAS and the product is large enough to pay for the call; otherwise the callers'
-// plain loops.  Row-major throughout.
+// Matrix products for the Dense kernels: OpenBLAS when built with FASTGRAD_BLAS, one is loaded,
+// and the product is large enough to pay for the call; otherwise the callers' plain loops.
+// Row-major throughout.
 //
 //   gemm(ta, tb, m, n, k, A, B, C):   C(m,n) = op(A)(m,k) op(B)(k,n)
 //   op(A) = A (stored m×k) or A^T (stored k×m); likewise op(B).
+//
+// No BLAS is linked: fastgrad/_blas.py picks one at import.  NumPy's own OpenBLAS when the process
+// has it (find_shared_blas); otherwise the scipy-openblas32 wheel's library, opened only then
+// (load_fallback_blas).  Loading it costs import time and starts a thread pool that spins.
 #pragma once
 
 #include <cstddef>
 
 #ifdef FASTGRAD_BLAS
-#include <cblas.h>
 #include <dlfcn.h>
 #include <link.h>
 
+#include <climits>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -36,9 +40,42 @@ inline bool has_blas() {
 #endif
 }
 
+#ifdef FASTGRAD_BLAS
+// CBLAS's enum values (from cblas.h; no BLAS header is needed to build)
+enum : int { kCblasRowMajor = 101, kCblasNoTrans = 111, kCblasTrans = 112 };
+
+// cblas_?gemm with 64-bit integers (ILP64: NumPy's scipy-openblas64) and with 32-bit ones (LP64:
+// scipy-openblas32)
+template <class T>
+using gemm64_t = void (*)(int, int, int, std::int64_t, std::int64_t, std::int64_t, T, const T*, std::int64_t,
+                          const T*, std::int64_t, T, T*, std::int64_t);
+template <class T>
+using gemm32_t = void (*)(int, int, int, int, int, int, T, const T*, int, const T*, int, T, T*, int);
+
+// The BLAS the products call: one pair of pointers is set, or none (plain loops only).  Changed
+// only with the GIL held and no run in progress (at import, and by tests).
+struct Blas {
+    gemm64_t<float> sgemm64 = nullptr;
+    gemm64_t<double> dgemm64 = nullptr;
+    gemm32_t<float> sgemm32 = nullptr;
+    gemm32_t<double> dgemm32 = nullptr;
+    std::string path;
+};
+
+inline Blas& active_blas() {
+    static Blas b;
+    return b;
+}
+#endif
+
 inline bool use_blas(std::size_t n, std::size_t in, std::size_t out) {
 #ifdef FASTGRAD_BLAS
-    return n * in * out >= blas_min_work();
+    if (n * in * out < blas_min_work()) return false;
+    const Blas& b = active_blas();
+    if (b.sgemm64) return true;
+    // LP64: every dimension (and leading dimension) must fit an int
+    const std::size_t most = INT_MAX;
+    return b.sgemm32 && n <= most && in <= most && out <= most;
 #else
     (void)n, (void)in, (void)out;
     return false;
@@ -46,26 +83,9 @@ inline bool use_blas(std::size_t n, std::size_t in, std::size_t out) {
 }
 
 #ifdef FASTGRAD_BLAS
-// NumPy's own OpenBLAS, when the process has one (NumPy's wheels bundle scipy-openblas64, an
-// ILP64 build): sharing it keeps one BLAS thread pool in the process instead of two competing
-// for the cores.  Otherwise the scipy-openblas32 that _core links against.
-template <class T>
-using gemm64_t = void (*)(int, int, int, std::int64_t, std::int64_t, std::int64_t, T, const T*, std::int64_t,
-                          const T*, std::int64_t, T, T*, std::int64_t);
-
-struct SharedBlas {
-    gemm64_t<float> sgemm = nullptr;
-    gemm64_t<double> dgemm = nullptr;
-    std::string path;
-};
-
-inline SharedBlas& shared_blas() {
-    static SharedBlas b;
-    return b;
-}
-
 // Looks for a loaded library whose file name contains "openblas64" and exports the ILP64 CBLAS
-// gemm under NumPy's names; returns its path ("" if none).  Call with the GIL held, once.
+// gemm under NumPy's names, and calls it from now on; returns its path ("" if none, and then
+// nothing changes).  Call with the GIL held, no run in progress.
 inline std::string find_shared_blas() {
     struct Found {
         std::string path;
@@ -86,10 +106,11 @@ inline std::string find_shared_blas() {
         void* s = dlsym(h, nm[0]);
         void* d = dlsym(h, nm[1]);
         if (s && d) {
-            SharedBlas& b = shared_blas();
-            b.sgemm = reinterpret_cast<gemm64_t<float>>(s);
-            b.dgemm = reinterpret_cast<gemm64_t<double>>(d);
+            Blas b;
+            b.sgemm64 = reinterpret_cast<gemm64_t<float>>(s);
+            b.dgemm64 = reinterpret_cast<gemm64_t<double>>(d);
             b.path = found.path;
+            active_blas() = b;
             return found.path;
         }
     }
@@ -97,24 +118,50 @@ inline std::string find_shared_blas() {
     return "";
 }
 
+// Opens the LP64 OpenBLAS at `path` (scipy-openblas32's library, symbols prefixed scipy_) and
+// calls it from now on.  Returns "" on success, else what went wrong (and nothing changes).
+// The library stays open.  Call with the GIL held, no run in progress.
+inline std::string load_fallback_blas(const std::string& path) {
+    void* h = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char* e = dlerror();
+        return e ? e : "dlopen failed";
+    }
+    void* s = dlsym(h, "scipy_cblas_sgemm");
+    void* d = dlsym(h, "scipy_cblas_dgemm");
+    if (!s || !d) {
+        dlclose(h);
+        return path + ": no scipy_cblas_sgemm / scipy_cblas_dgemm in it";
+    }
+    Blas b;
+    b.sgemm32 = reinterpret_cast<gemm32_t<float>>(s);
+    b.dgemm32 = reinterpret_cast<gemm32_t<double>>(d);
+    b.path = path;
+    active_blas() = b;
+    return "";
+}
+
+// Only after use_blas(...) said yes for these dimensions.
 template <class T>
 inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const T* a, const T* b, T* c) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double");
-    const int TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
+    const int TA = ta ? kCblasTrans : kCblasNoTrans, TB = tb ? kCblasTrans : kCblasNoTrans;
     const std::size_t lda = ta ? m : k, ldb = tb ? k : n;
-    gemm64_t<T> shared;
-    if constexpr (std::is_same_v<T, float>) shared = shared_blas().sgemm;
-    else shared = shared_blas().dgemm;
-    if (shared) {  // NumPy's ILP64 OpenBLAS
-        shared(CblasRowMajor, TA, TB, std::int64_t(m), std::int64_t(n), std::int64_t(k), T(1), a, std::int64_t(lda), b,
-               std::int64_t(ldb), T(0), c, std::int64_t(n));
-    } else if constexpr (std::is_same_v<T, float>) {  // the linked scipy-openblas32
-        scipy_cblas_sgemm(CblasRowMajor, CBLAS_TRANSPOSE(TA), CBLAS_TRANSPOSE(TB), blasint(m), blasint(n), blasint(k), 1.0f,
-                          a, blasint(lda), b, blasint(ldb), 0.0f, c, blasint(n));
+    const Blas& lib = active_blas();
+    gemm64_t<T> g64;
+    gemm32_t<T> g32;
+    if constexpr (std::is_same_v<T, float>) {
+        g64 = lib.sgemm64;
+        g32 = lib.sgemm32;
     } else {
-        scipy_cblas_dgemm(CblasRowMajor, CBLAS_TRANSPOSE(TA), CBLAS_TRANSPOSE(TB), blasint(m), blasint(n), blasint(k), 1.0,
-                          a, blasint(lda), b, blasint(ldb), 0.0, c, blasint(n));
+        g64 = lib.dgemm64;
+        g32 = lib.dgemm32;
     }
+    if (g64)
+        g64(kCblasRowMajor, TA, TB, std::int64_t(m), std::int64_t(n), std::int64_t(k), T(1), a, std::int64_t(lda), b,
+            std::int64_t(ldb), T(0), c, std::int64_t(n));
+    else
+        g32(kCblasRowMajor, TA, TB, int(m), int(n), int(k), T(1), a, int(lda), b, int(ldb), T(0), c, int(n));
 }
 #else
 template <class T>

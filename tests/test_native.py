@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
-from fastgrad import _core, stop
+from fastgrad import _blas, _core, stop
 
 
 def data(n=30, d=4, seed=0):
@@ -249,11 +249,11 @@ def test_ctrl_c_before_the_first_poll_is_the_runs():
 
 
 @pytest.mark.skipif(not _core.has_blas, reason="built without OpenBLAS")
-@pytest.mark.parametrize("which", ["numpy's", "linked"])
+@pytest.mark.parametrize("which", ["numpy's", "scipy-openblas32"])
 @pytest.mark.parametrize("dtype, tol", [("float64", 1e-12), ("float32", 1e-5)])
 def test_blas_and_plain_loops_agree(dtype, tol, which):
-    if which == "linked":
-        _core.use_linked_blas()
+    if which == "scipy-openblas32":
+        _blas.use_fallback()
     try:
         check_blas_against_loops(dtype, tol)
     finally:

@@ -7,17 +7,12 @@ and TensorFlow as an optional oracle.
     result = fg.fit(model, x, y, optimizer=fg.SGD(0.1), stop=[fg.stop.LossBelow(1e-4)])
 """
 
-try:  # loads the OpenBLAS library that _core links against (also found through _core's RPATH)
-    import scipy_openblas32 as _scipy_openblas32  # noqa: F401
-except ImportError:  # pragma: no cover - a build with -DFASTGRAD_BLAS=OFF does not need it
-    pass
-
 import numpy as _np  # noqa: F401  (loads NumPy's OpenBLAS, which _core then shares)
 
-from . import _core, ops, stop
+from . import _blas, _core, ops, stop
 from ._core import __version__
 
-_core.use_shared_blas()
+_blas.select()
 from .data import minmax
 from .gradients import value_and_grad
 from .layers import Dense, Sequential
