@@ -306,10 +306,31 @@ bool all_finite(const T* FG_R a, std::size_t count) {
     return all_finite_body(a, count);
 }
 
-// Gather rows: out[r,:] = src[idx[r],:]   (idx already checked to lie in range)
+// Gather rows: out[r,:] = src[idx[r],:]   (idx already checked to lie in range; rows may repeat)
+// Wide rows are copied kGatherStreams at a time, a cache line of each in turn: that many
+// independent streams from memory at once.  One row after another leaves the memory system
+// mostly idle: 128 rows of 784 floats from a 25 MB array took 88-112 µs one by one and 63-66 µs
+// four at a time (W6's batch, evicted from cache between gathers, huge pages).
+constexpr std::size_t kGatherStreams = 4;
 template <class T, class I>
 void gather_rows(T* FG_R out, const T* FG_R src, const I* FG_R idx, std::size_t rows, std::size_t width) {
-    for (std::size_t r = 0; r < rows; ++r) {
+    constexpr std::size_t line = 64 / sizeof(T);  // elements in a cache line
+    std::size_t r = 0;
+    if (width >= 4 * line) {
+        for (; r + kGatherStreams <= rows; r += kGatherStreams) {
+            const T* s[kGatherStreams];
+            T* d[kGatherStreams];
+            for (std::size_t j = 0; j < kGatherStreams; ++j) {
+                s[j] = src + static_cast<std::size_t>(idx[r + j]) * width;
+                d[j] = out + (r + j) * width;
+            }
+            std::size_t c = 0;
+            for (; c + line <= width; c += line)
+                for (std::size_t j = 0; j < kGatherStreams; ++j) std::memcpy(d[j] + c, s[j] + c, line * sizeof(T));
+            for (std::size_t j = 0; j < kGatherStreams; ++j) std::memcpy(d[j] + c, s[j] + c, (width - c) * sizeof(T));
+        }
+    }
+    for (; r < rows; ++r) {
         const T* FG_R s = src + static_cast<std::size_t>(idx[r]) * width;
         T* FG_R d = out + r * width;
         for (std::size_t c = 0; c < width; ++c) d[c] = s[c];

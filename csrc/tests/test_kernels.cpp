@@ -202,6 +202,22 @@ void relu_mask_case(std::mt19937_64& rng) {
     expect(z == rz && inplace == rz && db == rdb && db2 == rdb, "relu_mask_db: the mask and db, bit for bit", 0, 0);
 }
 
+// gather_rows copies exactly the indexed rows (repeats included), on both its paths (narrow rows
+// one by one; wide rows kGatherStreams at a time, with a remainder of rows and of elements).
+template <class T>
+void gather_case(std::mt19937_64& rng, std::size_t width) {
+    const std::size_t n = 1 + rng() % 40, rows = 1 + rng() % 23;
+    std::vector<T> src(n * width);
+    for (std::size_t e = 0; e < src.size(); ++e) src[e] = T(e) + T(0.5);
+    std::vector<std::int64_t> idx(rows);
+    for (auto& v : idx) v = std::int64_t(rng() % n);
+    std::vector<T> got(rows * width + 3, T(-1)), want(rows * width + 3, T(-1));  // 3 past the end: untouched
+    for (std::size_t r = 0; r < rows; ++r)
+        for (std::size_t c = 0; c < width; ++c) want[r * width + c] = src[std::size_t(idx[r]) * width + c];
+    fg::gather_rows(got.data(), src.data(), idx.data(), rows, width);
+    expect(got == want, "gather_rows: the indexed rows, nothing past them", 0, 0);
+}
+
 // A gathered two-layer step equals the step on the gathered rows, and moves the weights by lr*g.
 template <class T>
 void net_case(std::mt19937_64& rng) {
@@ -330,6 +346,11 @@ int main() {
         relu_mask_case<float>(rng);
         relu_mask_case<double>(rng);
     }
+    for (std::size_t width : {1, 3, 31, 32, 33, 63, 64, 65, 100, 784})
+        for (int i = 0; i < 10; ++i) {
+            gather_case<float>(rng, width);
+            gather_case<double>(rng, width);
+        }
     for (std::uint64_t seed = 0; seed < 10; ++seed) sampler_case(seed);
     for (int i = 0; i < 20; ++i) {
         net_case<double>(rng);
