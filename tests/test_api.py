@@ -135,7 +135,8 @@ def test_layer_call_rejects_bad_input():
         ({"units": 1, "activation": "tanh"}, ValueError, "activation: expected one of"),
         ({"units": 1, "dtype": "float16"}, ValueError, "dtype: expected 'float32' or 'float64'"),
         ({"units": 1, "use_bias": "yes"}, TypeError, "use_bias: expected True or False"),
-        ({"units": 1, "seed": 1.5}, TypeError, "seed: expected an int or None"),
+        ({"units": 1, "seed": 1.5}, TypeError, "seed: expected a non-negative int or None"),
+        ({"units": 1, "seed": -1}, ValueError, "seed: expected a non-negative int or None, got -1"),
     ],
 )
 def test_dense_rejects_bad_arguments(kwargs, exc, msg):
@@ -150,6 +151,10 @@ def test_sequential_rejects_bad_layers():
         fg.Sequential([fg.Dense(1), "relu"])
     with pytest.raises(ValueError, match="layers: expected one dtype"):
         fg.Sequential([fg.Dense(2), fg.Dense(1, dtype="float64")])
+    with pytest.raises(ValueError, match="seed: expected a non-negative int or None, got -1"):
+        fg.Sequential([fg.Dense(1)], seed=-1)
+    with pytest.raises(TypeError, match="seed: expected a non-negative int or None"):
+        fg.Sequential([fg.Dense(1)], seed="0")
 
 
 def test_ops_reject_mismatched_shapes():

@@ -268,7 +268,9 @@ BAD_FIT = [
     (dict(stop=5), TypeError, r"stop: expected a stopping rule or a list"),
     (dict(record_weights=-1), ValueError, r"record_weights: expected a positive int"),
     (dict(on_divergence="ignore"), ValueError, r"on_divergence: expected 'warn' or 'raise'"),
-    (dict(seed=-3), TypeError, r"seed: expected a non-negative int"),
+    (dict(seed=-3), ValueError, r"seed: expected a non-negative int or None, got -3"),
+    (dict(seed=np.int64(-3)), ValueError, r"seed: expected a non-negative int or None"),
+    (dict(seed=2.0), TypeError, r"seed: expected a non-negative int or None"),
     (dict(x=np.ones((10, 4))), ValueError, r"x: the model is built for inputs of width 3"),
     (dict(callbacks=[1]), TypeError, r"callbacks\[0\]: expected a callable"),
 ]
@@ -301,6 +303,33 @@ def test_fit_rejects_bad_input_and_changes_nothing(kwargs, exc, msg):
 def test_optimizer_and_rules_reject_bad_arguments(make, exc, msg):
     with pytest.raises(exc, match=msg):
         make()
+
+
+@pytest.mark.parametrize(
+    "args, exc, msg",
+    [
+        ((10, 2, "random", -1), ValueError, r"seed: expected a non-negative int, got -1"),
+        ((10, 2, "random", np.int64(-2)), ValueError, r"seed: expected a non-negative int"),
+        ((10, 2, "random", 1.5), TypeError, r"seed: expected a non-negative int"),
+        ((10, 2, "random", None), TypeError, r"seed: expected a non-negative int, got None"),
+        ((10.0, 2, "random", 0), TypeError, r"n: expected a positive int"),
+        ((0, 1, "random", 0), ValueError, r"n: expected a positive int"),
+        ((10, 0, "random", 0), ValueError, r"batch_size: expected a positive int"),
+        ((10, 11, "random", 0), ValueError, r"batch_size: expected at most n = 10, got 11"),
+        ((10, 2, "bogus", 0), ValueError, r"sampling: expected one of"),
+    ],
+)
+def test_batch_stream_rejects_bad_arguments(args, exc, msg):
+    with pytest.raises(exc, match=msg):
+        fg.BatchStream(*args)
+
+
+def test_batch_stream_takes_numpy_ints_and_big_seeds():
+    a = fg.BatchStream(np.int64(10), np.int32(3), "shuffle", np.uint64(7)).next_chunk()
+    b = fg.BatchStream(10, 3, "shuffle", 7).next_chunk()
+    np.testing.assert_array_equal(a, b)
+    big = fg.BatchStream(10, 3, "random", 2**70).next_chunk()  # beyond 64 bits: NumPy's SeedSequence
+    assert big.shape == (64, 3) and big.min() >= 0 and big.max() < 10
 
 
 def test_a_failed_fit_does_not_build_the_model():

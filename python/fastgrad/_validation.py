@@ -81,6 +81,20 @@ def positive_int(name: str, v, allow_none: bool = False):
     return int(v)
 
 
+def nonneg_seed(name: str, v, allow_none: bool = True):
+    """A seed: a non-negative int of any size (NumPy's SeedSequence takes those), or None."""
+    if type(v) is int and v >= 0:
+        return v
+    if v is None and allow_none:
+        return None
+    expected = "a non-negative int" + (" or None" if allow_none else "")
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name}: expected {expected}, got {v!r}")
+    if v < 0:
+        raise ValueError(f"{name}: expected {expected}, got {v!r}")
+    return int(v)
+
+
 def positive_float(name: str, v) -> float:
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a positive number, got {v!r}")

@@ -7,7 +7,7 @@ from typing import List, Optional, Sequence, Union
 import numpy as np
 
 from . import _core
-from ._validation import as_array, check_finite, positive_int
+from ._validation import as_array, check_finite, nonneg_seed, positive_int
 from .ops import activation_code
 
 __all__ = ["Dense", "Sequential", "Model"]
@@ -34,8 +34,8 @@ class Dense:
     activation : "linear" (the default) or "relu".
     use_bias : whether the layer has a bias (``bias`` is None otherwise).
     dtype : "float32" (the default, as in TensorFlow) or "float64".
-    seed : seed of the Glorot-uniform kernel initialiser; None draws fresh entropy.
-        The bias starts at zero.
+    seed : a non-negative int, the seed of the Glorot-uniform kernel initialiser; None draws
+        fresh entropy.  The bias starts at zero.
 
     The layer is built (its parameters created) by :meth:`build`, or on the first call, from
     the width of its input.  ``kernel`` is (input_dim, units); ``bias`` is (units,).
@@ -56,9 +56,7 @@ class Dense:
             raise TypeError(f"use_bias: expected True or False, got {use_bias!r}")
         self.use_bias = bool(use_bias)
         self.dtype = _dtype(dtype)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed: expected an int or None, got {seed!r}")
-        self.seed = seed
+        self.seed = nonneg_seed("seed", seed)
         self.kernel: Optional[np.ndarray] = None
         self.bias: Optional[np.ndarray] = None
 
@@ -181,8 +179,7 @@ class Sequential:
         dtypes = {layer.dtype for layer in layers}
         if len(dtypes) > 1:
             raise ValueError(f"layers: expected one dtype for all layers, got {sorted(d.name for d in dtypes)}")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))):
-            raise TypeError(f"seed: expected an int or None, got {seed!r}")
+        seed = nonneg_seed("seed", seed)
         self.layers: List[Dense] = layers
         self.seed = seed
         for prev, layer in zip(layers, layers[1:]):

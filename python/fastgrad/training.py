@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _core
 from . import stop as _stop
-from ._validation import positive_float, positive_int
+from ._validation import nonneg_seed, positive_float, positive_int
 from .gradients import prepare
 from .layers import layers_of
 from .ops import ACTIVATIONS
@@ -170,6 +170,13 @@ class BatchStream:
     MAX_CHUNK_STEPS = 8192
 
     def __init__(self, n: int, batch_size: int, sampling: str, seed: int) -> None:
+        n = positive_int("n", n)
+        batch_size = positive_int("batch_size", batch_size)
+        if batch_size > n:
+            raise ValueError(f"batch_size: expected at most n = {n}, got {batch_size}")
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling: expected one of {SAMPLINGS}, got {sampling!r}")
+        seed = nonneg_seed("seed", seed, allow_none=False)
         self.n, self.k, self.sampling = n, batch_size, sampling
         self.sampler = _sampler(n, batch_size, sampling, seed)
         self._cap = max(1, self.MAX_CHUNK_STEPS // batch_size)
@@ -260,13 +267,10 @@ def _check_record(record_weights) -> int:
 
 
 def _check_seed(seed) -> int:
-    if type(seed) is int and seed >= 0:
-        return seed
+    seed = nonneg_seed("seed", seed)
     if seed is None:
         return int(np.random.SeedSequence().generate_state(1, dtype=np.uint32)[0])
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise TypeError(f"seed: expected a non-negative int or None, got {seed!r}")
-    return int(seed)
+    return seed
 
 
 def fit(
@@ -296,7 +300,8 @@ def fit(
     stop : a rule or a list of rules from :mod:`fastgrad.stop`, or callables taking a
         :class:`~fastgrad.stop.StepState`; the first that fires stops the run.
         ``MaxSteps(10_000)`` is added when no MaxSteps is given.
-    seed : seeds the batch draws (None: fresh entropy; ``result.seed`` tells which).
+    seed : a non-negative int, the seed of the batch draws (None: fresh entropy;
+        ``result.seed`` tells which).
     record_weights : False, True (after every step) or k (every k steps, plus the last).
     on_divergence : "warn" (a :class:`DivergenceWarning`) or "raise" (a :class:`DivergenceError`)
         when the loss, a gradient or a weight becomes non-finite.  Either way the run stops.
