@@ -172,6 +172,11 @@ def test_ops_reject_mismatched_shapes():
         ops.sgd_update(np.ones((3, 2), np.float32)[:, :1], np.ones((3, 1)), 0.1)
     with pytest.raises(TypeError, match=r"w: expected a float32 or float64"):
         ops.sgd_update(np.ones(3, np.int64), np.ones(3), 0.1)
+    w = np.ones(3)
+    for lr in ("0.1", None, True):
+        with pytest.raises(TypeError, match=r"learning_rate: expected a real number"):
+            ops.sgd_update(w, np.ones(3), lr)
+    np.testing.assert_array_equal(w, np.ones(3))  # nothing was updated
 
 
 def test_sgd_update_writes_into_the_array_it_was_given():

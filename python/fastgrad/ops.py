@@ -16,6 +16,7 @@ input is float32 (or when there is no floating input) and in float64 otherwise.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Tuple
 
 import numpy as np
@@ -106,11 +107,14 @@ def sgd_update(w: np.ndarray, g, learning_rate: float) -> float:
     """In place: ``w -= learning_rate * g``.  Returns ``max |w_new - w_old|``.
 
     ``w`` must be a writeable, C-contiguous float32 or float64 array (it is updated, never
-    copied); ``g`` is converted to ``w``'s dtype.
+    copied); ``g`` is converted to ``w``'s dtype.  ``learning_rate`` is any real number (the
+    kernel alone: :class:`fastgrad.SGD` is where it must be positive).
     """
     if not isinstance(w, np.ndarray) or w.dtype not in (np.float32, np.float64):
         raise TypeError("w: expected a float32 or float64 NumPy array (updated in place)")
     if not w.flags.c_contiguous or not w.flags.writeable:
         raise ValueError("w: expected a writeable C-contiguous array (updated in place)")
+    if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
+        raise TypeError(f"learning_rate: expected a real number, got {learning_rate!r}")
     g = np.ascontiguousarray(_coerce("g", g), dtype=w.dtype)
     return _core.sgd_update(w, g, float(learning_rate))
