@@ -33,7 +33,8 @@ one run of each contender per round, so that the machine's slow and fast spells 
 its speed moves by up to 2x over seconds) fall on all of them alike; after a run longer than
 0.1 s the script pauses 0.3 s (untimed), so that the thread pools such a run leaves spinning
 (OpenMP's, TensorFlow's) are idle before the next contender runs.  A contender whose run takes
-under 50 ms (fastgrad, the C++ loop and lax.scan on W1-W5) does untimed runs of its own for
+under 50 ms (fastgrad, the C++ loop and lax.scan on W1-W5; a run estimated from the warm-up
+at under 1 s is timed once, whole, to know) does untimed runs of its own for
 2 ms right before each timed one: the pauses and the other contenders' runs leave the machine
 cold (this virtual CPU's caches and predictors hold another tenant's work after an idle spell),
 which costs such a short run up to 2x, and the untimed runs pay that instead.  Measured with
@@ -112,6 +113,7 @@ SETTLE_AFTER_S = 0.1  # after a timed run longer than this, pause (untimed) befo
 SETTLE_S = 0.3
 REWARM_BELOW_S = 0.05  # a run shorter than this is timed right after untimed ones of its own,
 REWARM_S = 0.002  # for at least this long (at least one)
+ESTIMATE_FULL_BELOW_S = 1.0  # a run estimated (from a short warm-up) below this is timed once, whole
 
 
 # ============================================================================================
@@ -964,6 +966,14 @@ class Measurement:
             t0 = time.perf_counter()
             runner.run(warm)
             est = (time.perf_counter() - t0) / warm * steps
+            if est < ESTIMATE_FULL_BELOW_S:
+                # scaling up a run of a few steps multiplies its fixed cost too (fit's set-up and
+                # result, some 20 µs, became 10 ms at W1-W5's 500x and could put a 0.2 ms run
+                # above REWARM_BELOW_S): time one whole run, as the precompiled are estimated
+                runner.reset()
+                t0 = time.perf_counter()
+                runner.run(steps)
+                est = time.perf_counter() - t0
         else:  # compiled for the full run: one untimed run estimates it
             runner.reset()
             t0 = time.perf_counter()
