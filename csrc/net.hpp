@@ -540,7 +540,10 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
                                           : Draw::floyd;
     std::size_t until_poll = poll_every ? poll_every : SIZE_MAX;
     std::size_t until_rec = every ? every - std::size_t(st.step % static_cast<long long>(every)) : SIZE_MAX;
-    bool every_step = false;  // CHECK every stretch (after a false alarm, below)
+    // CHECK every stretch: after a false alarm (below); and from the start when the sampler keeps
+    // a permutation (shuffle, or batches over 64), whose draws a replay from the stretch's saved
+    // generator would not repeat
+    bool every_step = draw == Draw::other;
     // steps [from, from + count) with the parameters in registers; CHECK as tiny_steps
     auto stretch_of = [&](auto check, std::size_t from, std::size_t count) {
         constexpr bool C = decltype(check)::value;

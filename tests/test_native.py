@@ -142,15 +142,19 @@ def test_divergence_of_each_model_kind_is_the_same_in_both_loops(which, batch_si
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("batch_size, lr", [(4, 0.6), (None, 0.8)])
-def test_a_run_that_diverges_late_in_a_long_stretch_agrees(dtype, batch_size, lr):
+@pytest.mark.parametrize(
+    "batch_size, lr, sampling, n",
+    # shuffle, and random batches over 64, draw from a permutation the sampler keeps
+    [(4, 0.6, "random", 40), (None, 0.8, "random", 40), (4, 0.6, "shuffle", 40), (70, 0.9, "random", 200)],
+)
+def test_a_run_that_diverges_late_in_a_long_stretch_agrees(dtype, batch_size, lr, sampling, n):
     # a learning rate just past stable: the weights grow for hundreds of steps before they
     # overflow, so the step that is not finite lies deep inside the native loop's stretch
-    x, y = data(n=40, d=4)
+    x, y = data(n=n, d=4)
     make, _ = MODELS["dense-4-bias"]
     with pytest.warns(fg.DivergenceWarning):
         (a, _), (b, _) = both(lambda: make(dtype), x, y, optimizer=fg.SGD(lr), batch_size=batch_size,
-                              stop=stop.MaxSteps(100_000), seed=9)
+                              sampling=sampling, stop=stop.MaxSteps(100_000), seed=9)
     assert a.stopped_by == "diverged" and 50 < a.steps < 100_000
     assert_same_run(a, b)
 
