@@ -174,8 +174,7 @@ class BatchStream:
         batch_size = positive_int("batch_size", batch_size)
         if batch_size > n:
             raise ValueError(f"batch_size: expected at most n = {n}, got {batch_size}")
-        if sampling not in SAMPLINGS:
-            raise ValueError(f"sampling: expected one of {SAMPLINGS}, got {sampling!r}")
+        _check_sampling(sampling)
         seed = nonneg_seed("seed", seed, allow_none=False)
         self.n, self.k, self.sampling = n, batch_size, sampling
         self.sampler = _sampler(n, batch_size, sampling, seed)
@@ -266,6 +265,11 @@ def _check_record(record_weights) -> int:
     return positive_int("record_weights", record_weights)
 
 
+def _check_sampling(sampling) -> None:
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"sampling: expected one of {SAMPLINGS}, got {sampling!r}")
+
+
 def _check_seed(seed) -> int:
     seed = nonneg_seed("seed", seed)
     if seed is None:
@@ -322,8 +326,7 @@ def fit(
     if not isinstance(optimizer, SGD):
         raise TypeError(f"optimizer: expected fastgrad.SGD, got {type(optimizer).__name__}")
     lr = optimizer.learning_rate
-    if sampling not in SAMPLINGS:
-        raise ValueError(f"sampling: expected one of {SAMPLINGS}, got {sampling!r}")
+    _check_sampling(sampling)
     batch_size = positive_int("batch_size", batch_size, allow_none=True)
     rules = _check_rules(stop)
     every = _check_record(record_weights)
