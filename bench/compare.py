@@ -966,15 +966,11 @@ class Measurement:
             t0 = time.perf_counter()
             runner.run(warm)
             est = (time.perf_counter() - t0) / warm * steps
-            if est < ESTIMATE_FULL_BELOW_S:
-                # scaling up a run of a few steps multiplies its fixed cost too (fit's set-up and
-                # result, some 20 µs, became 10 ms at W1-W5's 500x and could put a 0.2 ms run
-                # above REWARM_BELOW_S): time one whole run, as the precompiled are estimated
-                runner.reset()
-                t0 = time.perf_counter()
-                runner.run(steps)
-                est = time.perf_counter() - t0
-        else:  # compiled for the full run: one untimed run estimates it
+        if runner.precompiled or est < ESTIMATE_FULL_BELOW_S:
+            # one untimed whole run estimates it: the precompiled are compiled for that length,
+            # and scaling up a run of a few steps multiplies its fixed cost too (fit's set-up and
+            # result, some 20 µs, became 10 ms at W1-W5's 500x and could put a 0.2 ms run above
+            # REWARM_BELOW_S)
             runner.reset()
             t0 = time.perf_counter()
             runner.run(steps)
