@@ -52,7 +52,9 @@ std::string shape_str(const py::array& a) {
 // costs on a virtual machine.  A Ctrl-C that came before it was taken by Python's own handler,
 // so the first poll also asks Python (with the GIL, once) whether one is pending, and takes it.
 // A run too short to reach a poll is never interrupted: a Ctrl-C during it reaches Python as
-// usual, as a KeyboardInterrupt once the run has returned.
+// usual, as a KeyboardInterrupt once the run has returned.  Only a run on Python's main thread
+// catches it (Python runs its signal handlers there alone): a run on another thread leaves
+// Ctrl-C to the main thread, as the Python loop does.
 std::atomic<unsigned> g_sigints{0};
 std::mutex g_sigint_mu;
 int g_sigint_users = 0;
@@ -62,7 +64,8 @@ extern "C" void fg_count_sigint(int) { g_sigints.fetch_add(1, std::memory_order_
 
 class SigintCatch {
   public:
-    SigintCatch() = default;
+    // active: whether to catch Ctrl-C at all (false: hit() is always false)
+    explicit SigintCatch(bool active) : active_(active) {}
     ~SigintCatch() {
         if (!installed_) return;
         std::lock_guard<std::mutex> lock(g_sigint_mu);
@@ -73,6 +76,7 @@ class SigintCatch {
     // Whether a Ctrl-C came during the run.  Called without the GIL, from the thread that
     // released it; the first call installs the handler.
     bool hit() {
+        if (!active_) return false;
         if (!installed_) install();
         return early_ || g_sigints.load(std::memory_order_relaxed) != start_;
     }
@@ -95,7 +99,7 @@ class SigintCatch {
     }
 
     unsigned start_ = 0;
-    bool installed_ = false, early_ = false;
+    bool active_, installed_ = false, early_ = false;
 };
 
 // Memory for the records a native run hands to NumPy.  A buffer NumPy frees comes back here and
@@ -502,7 +506,8 @@ class Net {
     // loss (steps,), grad_norm (steps,), batches (steps, rows) or None, [weight rows (recorded,
     // *shape) per parameter] or None, their steps (recorded,) or None); stop as fg::ChunkResult's.
     py::tuple fit_run(const py::array& xa, const py::array& ya, py::handle draw, bool shuffle, double lr,
-                      const std::vector<std::tuple<int, double, long long>>& rules, std::size_t every) {
+                      const std::vector<std::tuple<int, double, long long>>& rules, std::size_t every,
+                      bool catch_sigint) {
         const Arr<T> x = exact<T>(xa, "x", dtype_name());
         const Arr<T> y = exact<T>(ya, "y", dtype_name());
         check_xy(x, y, 1);
@@ -542,7 +547,7 @@ class Net {
         const T* xp = x.data();
         const T* yp = y.data();
         {
-            SigintCatch sigint;
+            SigintCatch sigint(catch_sigint);
             auto poll = [&sigint]() { return sigint.hit(); };
             py::gil_scoped_release nogil;
             while (true) {
@@ -630,7 +635,8 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def_property_readonly("grads", &Net<T>::grads)
         .def_property_readonly("rows", [](const Net<T>& n) { return n.rows(); })
         .def("fit_run", &Net<T>::fit_run, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("draw"),
-             py::arg("shuffle"), py::arg("learning_rate"), py::arg("rules"), py::arg("every"));
+             py::arg("shuffle"), py::arg("learning_rate"), py::arg("rules"), py::arg("every"),
+             py::arg("catch_sigint") = true);
 }
 
 }  // namespace

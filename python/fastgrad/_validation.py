@@ -18,14 +18,16 @@ def as_array(name: str, a, dtype: np.dtype) -> np.ndarray:
     if isinstance(a, np.ndarray):
         if a.dtype.kind not in "biuf":
             raise TypeError(f"{name}: expected a numeric array, got dtype {a.dtype}")
-        return np.ascontiguousarray(a, dtype=dtype)
+        with np.errstate(over="ignore"):  # values beyond dtype become inf: callers check finiteness
+            return np.ascontiguousarray(a, dtype=dtype)
     try:
         arr = np.asarray(a)
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__} ({e})") from None
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__} of dtype {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(arr, dtype=dtype)
 
 
 def check_finite(name: str, a: np.ndarray) -> None:
@@ -48,25 +50,42 @@ def data(x, y, dtype: np.dtype, outputs: int | None = None) -> Tuple[np.ndarray,
         y2 = _core.fast_data(x, y, dtype == np.float64, outputs)
         if y2 is not None:
             return x, y2
+    x_in, y_in = x, y
     x = as_array("x", x, dtype)
     y = as_array("y", y, dtype)
     if x.ndim != 2:
         raise ValueError(f"x: expected a 2-D array (samples, features), got shape {x.shape}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"x: expected at least one sample and one feature, got shape {x.shape}")
+    given = y.shape
     if y.ndim == 1:
         y = y.reshape(-1, 1)
     if y.ndim != 2:
         raise ValueError(f"y: expected a 1-D or 2-D array (samples, outputs), got shape {y.shape}")
     if y.shape[0] != x.shape[0]:
         raise ValueError(
-            f"y: expected {x.shape[0]} rows to match x {x.shape}, got shape {y.shape}"
+            f"y: expected {x.shape[0]} rows to match x {x.shape}, got shape {given}"
         )
     if outputs is not None and y.shape[1] != outputs:
-        raise ValueError(f"y: expected {outputs} output column(s) to match the model, got shape {y.shape}")
-    check_finite("x", x)
-    check_finite("y", y)
+        raise ValueError(f"y: expected {outputs} output column(s) to match the model, got shape {given}")
+    check_converted("x", x, x_in)
+    check_converted("y", y, y_in)
     return x, y
+
+
+def check_converted(name: str, a: np.ndarray, given) -> None:
+    """check_finite, saying so when the values were finite but overflowed ``a``'s dtype."""
+    try:
+        check_finite(name, a)
+    except ValueError:
+        with np.errstate(over="ignore", invalid="ignore"):
+            wide = np.asarray(given, dtype=np.float64)
+        if a.dtype != np.float64 and np.isfinite(wide).all():
+            raise ValueError(
+                f"{name}: values up to {np.abs(wide).max():.4g} overflow {a.dtype} (largest {np.finfo(a.dtype).max:.4g}); "
+                "scale the data (fastgrad.minmax) or use dtype='float64'"
+            ) from None
+        raise
 
 
 def positive_int(name: str, v, allow_none: bool = False):

@@ -16,11 +16,14 @@ _DTYPES = {"float32": np.dtype(np.float32), "float64": np.dtype(np.float64)}
 
 
 def _dtype(dtype) -> np.dtype:
+    """float32 or float64 in the machine's byte order (the kernels' types); None: float32."""
+    if dtype is None:
+        return _DTYPES["float32"]
     try:
         d = np.dtype(dtype)
     except TypeError:
         d = None
-    if d is None or d.name not in _DTYPES:
+    if d is None or d not in _DTYPES.values():  # '>f4' is named float32 but is not the kernels' type
         raise ValueError(f"dtype: expected 'float32' or 'float64', got {dtype!r}")
     return d
 
@@ -33,7 +36,7 @@ class Dense:
     units : number of outputs.
     activation : "linear" (the default) or "relu".
     use_bias : whether the layer has a bias (``bias`` is None otherwise).
-    dtype : "float32" (the default, as in TensorFlow) or "float64".
+    dtype : "float32" (the default, as in TensorFlow; None means it too) or "float64".
     seed : a non-negative int, the seed of the Glorot-uniform kernel initialiser; None draws
         fresh entropy.  The bias starts at zero.
 
@@ -51,7 +54,7 @@ class Dense:
     ) -> None:
         self.units = positive_int("units", units)
         self._act = activation_code(activation)
-        self.activation = activation
+        self._activation = activation
         if not isinstance(use_bias, (bool, np.bool_)):
             raise TypeError(f"use_bias: expected True or False, got {use_bias!r}")
         self.use_bias = bool(use_bias)
@@ -66,6 +69,11 @@ class Dense:
         state = self.__dict__.copy()
         state.pop("_fit_net", None)
         return state
+
+    @property
+    def activation(self) -> str:
+        """"linear" or "relu" (fixed when the layer is made)."""
+        return self._activation
 
     # -- building -------------------------------------------------------------------------
     @property
@@ -135,8 +143,15 @@ class Dense:
         self._assign(self._checked(list(weights), self.input_dim, ""))
 
     def _assign(self, arrays: List[np.ndarray]) -> None:
-        self.kernel = arrays[0]
-        self.bias = arrays[1] if self.use_bias else None
+        # into the arrays the layer has, when they fit: a run in progress (set_weights from a
+        # callback) holds them, and goes on from the new values
+        new = arrays + [None] * (2 - len(arrays))
+        for name, a in zip(("kernel", "bias"), new):
+            old = getattr(self, name)
+            if a is not None and fits(old, a.shape, self.dtype):
+                np.copyto(old, a)
+            else:
+                setattr(self, name, a)
 
     # -- calling --------------------------------------------------------------------------
     def __call__(self, x) -> np.ndarray:
@@ -180,13 +195,9 @@ class Sequential:
         if len(dtypes) > 1:
             raise ValueError(f"layers: expected one dtype for all layers, got {sorted(d.name for d in dtypes)}")
         seed = nonneg_seed("seed", seed)
+        check_chain(layers)
         self.layers: List[Dense] = layers
         self.seed = seed
-        for prev, layer in zip(layers, layers[1:]):
-            if layer.built and prev.built and layer.input_dim != prev.units:
-                raise ValueError(
-                    f"layers: a layer built for input width {layer.input_dim} follows one of {prev.units} units"
-                )
 
     @property
     def dtype(self) -> np.dtype:
@@ -211,6 +222,7 @@ class Sequential:
             raise ValueError(
                 f"input_dim: this model is built for inputs of width {self.layers[0].input_dim}, got {input_dim}"
             )
+        check_chain(self.layers)
         seeds = np.random.SeedSequence(self.seed).spawn(len(self.layers))
         width = input_dim
         for layer, s in zip(self.layers, seeds):
@@ -266,6 +278,66 @@ class Sequential:
 
 
 Model = Union[Dense, Sequential]
+
+
+def fits(a, shape: tuple, dtype: np.dtype) -> bool:
+    """Whether ``a`` is a writeable C-contiguous array of ``shape`` and ``dtype`` (what the kernels write into)."""
+    if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
+        return False
+    flags = a.flags
+    return flags.c_contiguous and flags.writeable
+
+
+def check_chain(layers: Sequence[Dense]) -> None:
+    """ValueError if a built layer's input width is not the previous layer's units."""
+    for i in range(1, len(layers)):
+        layer, units = layers[i], layers[i - 1].units
+        if layer.built and layer.input_dim != units:
+            raise ValueError(
+                f"layers[{i}]: built for inputs of width {layer.input_dim}, but layers[{i - 1}] has {units} units"
+            )
+
+
+def check_params(layers: Sequence[Dense]) -> None:
+    """The parameters of built layers are what the kernels take (they may have been assigned
+    directly, as ``layer.kernel = ...``): TypeError naming the first that is not."""
+    for i, layer in enumerate(layers):
+        k, b = layer.kernel, layer.bias
+        if k is None:
+            continue
+        # the common case in a few attribute reads (fit's fixed cost): then the full check
+        if (type(k) is np.ndarray and k.ndim == 2 and k.flags.writeable and k.flags.c_contiguous
+                and k.dtype is layer.dtype and k.shape[1] == layer.units
+                and (b is None if not layer.use_bias else type(b) is np.ndarray and b.flags.writeable
+                     and b.flags.c_contiguous and b.dtype is layer.dtype and b.shape == (layer.units,))):
+            continue
+        _check_layer_params(i, layer, len(layers))
+
+
+def _check_layer_params(i: int, layer: Dense, count: int) -> None:
+    where = "" if count == 1 else f"layers[{i}]."
+    k = layer.kernel
+    rows = k.shape[0] if isinstance(k, np.ndarray) and k.ndim == 2 else "input_dim"
+    checks = [("kernel", k, (rows, layer.units))]
+    if layer.use_bias or layer.bias is not None:
+        checks.append(("bias", layer.bias, (layer.units,)))
+    for name, a, shape in checks:
+        if not fits(a, shape, layer.dtype) or not layer.use_bias and name == "bias":
+            raise TypeError(f"{where}{name}: expected {_expected(layer, name, shape)}, got {_described(a)}; "
+                            "set_weights converts")
+
+
+def _expected(layer: Dense, name: str, shape: tuple) -> str:
+    if name == "bias" and not layer.use_bias:
+        return "None (the layer has use_bias=False)"
+    return f"a writeable C-contiguous {layer.dtype.name} array of shape {shape}"
+
+
+def _described(a) -> str:
+    if not isinstance(a, np.ndarray):
+        return type(a).__name__
+    flags = ("" if a.flags.writeable else "read-only ") + ("" if a.flags.c_contiguous else "non-contiguous ")
+    return f"a {flags}{a.dtype} array of shape {a.shape}"
 
 
 def layers_of(model) -> List[Dense]:

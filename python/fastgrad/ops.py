@@ -50,8 +50,10 @@ def _common_dtype(*arrays) -> np.dtype:
 
 
 def _coerce(name: str, a, dtype=None) -> np.ndarray:
+    if a is None:
+        raise TypeError(f"{name}: expected a numeric array, got None")
     try:
-        arr = np.asarray(a) if dtype is None else np.ascontiguousarray(a, dtype=dtype)
+        arr = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype, order="C")
     except (TypeError, ValueError) as e:
         raise TypeError(f"{name}: expected a numeric array, got {type(a).__name__} ({e})") from None
     if arr.dtype.kind not in "biuf":
@@ -59,22 +61,23 @@ def _coerce(name: str, a, dtype=None) -> np.ndarray:
     return arr
 
 
-def _prepare(**named) -> Tuple[np.ndarray, ...]:
+def _prepare(optional: Tuple[str, ...] = (), **named) -> Tuple[np.ndarray, ...]:
+    """The arrays in one float dtype, C-contiguous (0-d stays 0-d); None only for ``optional`` names."""
     vals = tuple(named.values())
     first = next((v for v in vals if v is not None), None)
     if isinstance(first, np.ndarray) and first.dtype in _FLOATS and all(
         v is None or (type(v) is np.ndarray and v.dtype == first.dtype and v.flags.c_contiguous) for v in vals
     ):
         return vals  # already what the kernels take: no conversion, no copy
-    raw = {k: (None if v is None else _coerce(k, v)) for k, v in named.items()}
+    raw = {k: (None if v is None and k in optional else _coerce(k, v)) for k, v in named.items()}
     dtype = _common_dtype(*raw.values())
-    return tuple(None if v is None else np.ascontiguousarray(v, dtype=dtype) for v in raw.values())
+    return tuple(None if v is None else np.asarray(v, dtype=dtype, order="C") for v in raw.values())
 
 
 def dense_forward(x, kernel, bias=None, activation: str = "linear") -> np.ndarray:
     """``act(x @ kernel + bias)``; ``bias=None`` means no bias.  Returns a new (N, O) array."""
     act = activation_code(activation)
-    x, kernel, bias = _prepare(x=x, kernel=kernel, bias=bias)
+    x, kernel, bias = _prepare(("bias",), x=x, kernel=kernel, bias=bias)
     return _core.dense_forward(x, kernel, bias, act)
 
 
@@ -87,6 +90,9 @@ def dense_backward(
     None when ``use_bias`` is False.  ReLU's derivative is read from ``y`` (``y > 0``).
     """
     act = activation_code(activation)
+    for name, flag in (("use_bias", use_bias), ("need_dx", need_dx)):
+        if not isinstance(flag, (bool, np.bool_)):
+            raise TypeError(f"{name}: expected True or False, got {flag!r}")
     dy, x, kernel, y = _prepare(dy=dy, x=x, kernel=kernel, y=y)
     return _core.dense_backward(dy, x, kernel, y, bool(use_bias), act, bool(need_dx))
 
@@ -116,5 +122,5 @@ def sgd_update(w: np.ndarray, g, learning_rate: float) -> float:
         raise ValueError("w: expected a writeable C-contiguous array (updated in place)")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
         raise TypeError(f"learning_rate: expected a real number, got {learning_rate!r}")
-    g = np.ascontiguousarray(_coerce("g", g), dtype=w.dtype)
+    g = np.asarray(_coerce("g", g), dtype=w.dtype, order="C")
     return _core.sgd_update(w, g, float(learning_rate))

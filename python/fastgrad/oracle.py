@@ -83,7 +83,6 @@ def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None)
 
     if not isinstance(result, FitResult):
         raise TypeError(f"result: expected the FitResult returned by fastgrad.fit, got {type(result).__name__}")
-    tf = _tf()
     spec = result.model_spec
     dtype = np.dtype(result.dtype)
     start = result.initial_weights if initial_weights is None else list(initial_weights)
@@ -96,6 +95,13 @@ def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None)
     from ._validation import data
 
     x, y = data(x, y, dtype, outputs=result.initial_weights[-2 if spec[-1][1] else -1].shape[-1])
+    n = result.samples
+    if n is not None and x.shape[0] != n:
+        raise ValueError(f"x: expected the {n} samples the run trained on, got shape {x.shape}")
+    width = result.initial_weights[0].shape[0]
+    if x.shape[1] != width:
+        raise ValueError(f"x: expected {width} features, as the run's model takes, got shape {x.shape}")
+    tf = _tf()
     variables = [tf.Variable(w) for w in start]
     lr = tf.constant(result.learning_rate, dtype=variables[0].dtype)
     steps = result.steps

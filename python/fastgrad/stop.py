@@ -19,7 +19,18 @@ from typing import Any, Optional
 
 from ._validation import nonneg_float, positive_int
 
-__all__ = ["StepState", "Rule", "WeightDelta", "LossDelta", "LossBelow", "Plateau", "MaxSteps", "rule_name"]
+__all__ = ["StepState", "Rule", "WeightDelta", "LossDelta", "LossBelow", "Plateau", "MaxSteps", "rule_name", "MAX_COUNT"]
+
+#: the largest step count or patience a rule takes (the native loop counts steps in 64 bits)
+MAX_COUNT = 2**62
+
+
+def count(name: str, v) -> int:
+    """A positive int of at most MAX_COUNT (a step count or a patience)."""
+    v = positive_int(name, v)
+    if v > MAX_COUNT:
+        raise ValueError(f"{name}: expected at most 2**62, got {v!r}")
+    return v
 
 
 class StepState:
@@ -122,7 +133,7 @@ class Plateau(Rule):
 
     def __init__(self, tol: float, patience: int) -> None:
         self.tol = nonneg_float("tol", tol)
-        self.patience = positive_int("patience", patience)
+        self.patience = count("patience", patience)
         self.reset()
 
     def reset(self) -> None:
@@ -147,7 +158,7 @@ class MaxSteps(Rule):
     name = "max_steps"
 
     def __init__(self, n: int) -> None:
-        self.n = positive_int("n", n)
+        self.n = count("n", n)
 
     def __call__(self, state: StepState) -> bool:
         return state.step >= self.n

@@ -25,7 +25,7 @@ import numpy as np
 
 from . import _core
 from . import stop as _stop
-from ._validation import nonneg_seed, positive_float, positive_int
+from ._validation import nonneg_float, nonneg_seed, positive_float, positive_int
 from .gradients import prepare
 from .layers import layers_of
 from .ops import ACTIVATIONS
@@ -59,6 +59,9 @@ class DivergenceError(ArithmeticError):
         super().__init__(message)
         self.result = result
 
+    def __reduce__(self):  # both arguments, so that it pickles (multiprocessing sends it back)
+        return (type(self), (str(self), self.result))
+
 
 class SGD:
     """Plain stochastic gradient descent: ``w <- w - learning_rate * grad``."""
@@ -70,7 +73,7 @@ class SGD:
         return f"SGD(learning_rate={self.learning_rate!r})"
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: its fields are arrays
 class History:
     """What happened at every step.
 
@@ -98,7 +101,7 @@ class History:
         return history_to_dataframe(self)
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: its fields are arrays
 class FitResult:
     """The outcome of :func:`fit`.
 
@@ -107,9 +110,13 @@ class FitResult:
     steps : the number of updates made.
     final_loss : MSE on all of (x, y) at the final weights (computed on first access, from a
         copy of the final weights: a full pass over the data is paid only when asked for).
+        Data of up to 8 MiB is copied for it; larger data is kept by reference, so change it
+        only after reading final_loss (a change to the 4,096 elements of each array that are
+        sampled raises a RuntimeError; a change elsewhere is not seen).
     final_weights : copies of the weights the run ended with (get_weights() order).
     history : a :class:`History`.
     divergence : the divergence message, when ``stopped_by == "diverged"``.
+    samples : the number of samples (rows of x) the run trained on.
     """
 
     stopped_by: str
@@ -126,13 +133,14 @@ class FitResult:
     divergence: Optional[str] = None
     seconds: float = 0.0
     loop: str = "python"
+    samples: Optional[int] = None
     _data: Any = field(default=None, repr=False, compare=False)
     _final_loss: Optional[float] = field(default=None, repr=False, compare=False)
 
     @property
     def final_loss(self) -> float:
         if self._final_loss is None:
-            x, y = self._data
+            x, y = _kept_data(self._data)
             self._final_loss = _loss_at(self.model_spec, self.final_weights, x, y)
             self._data = None  # the data is no longer held once the loss is known
         return self._final_loss
@@ -146,6 +154,39 @@ class FitResult:
         from .plotting import plot_result
 
         return plot_result(self, ax=ax)
+
+
+# FitResult.final_loss needs the (x, y) the run trained on.  Up to KEEP_COPY_BYTES (x and y
+# together) fit keeps a copy, which later changes to the caller's arrays cannot reach.  Larger
+# data is kept by reference (a copy would cost more than many runs), with KEEP_SAMPLE elements of
+# each array spread over it, to see a change.  The kept data is a tuple (x, y, sample or None):
+# this is part of every fit's fixed cost.
+KEEP_COPY_BYTES = 8 << 20
+KEEP_SAMPLE = 4096
+
+
+def _keep_data(x: np.ndarray, y: np.ndarray) -> tuple:
+    if x.nbytes + y.nbytes <= KEEP_COPY_BYTES:
+        return x.copy(), y.copy(), None
+    return x, y, _data_sample(x, y)
+
+
+def _data_sample(x: np.ndarray, y: np.ndarray) -> Tuple[bytes, bytes]:
+    out = []
+    for a in (x, y):
+        flat = a.reshape(-1)  # a view: fit's arrays are C-contiguous
+        out.append(flat[:: max(1, flat.size // KEEP_SAMPLE)].tobytes())
+    return out[0], out[1]
+
+
+def _kept_data(kept: tuple) -> Tuple[np.ndarray, np.ndarray]:
+    x, y, sample = kept
+    if sample is not None and _data_sample(x, y) != sample:
+        raise RuntimeError(
+            "final_loss: x or y changed after fit returned, and data over 8 MiB is not copied; "
+            "read final_loss before changing them (or compute the loss with fastgrad.value_and_grad)"
+        )
+    return x, y
 
 
 class BatchStream:
@@ -245,15 +286,39 @@ def _check_rules(stop) -> list:
         raise TypeError(f"stop: expected a stopping rule or a list of them, got {type(stop).__name__}")
     capped = False
     for i, r in enumerate(rules):
+        if isinstance(r, type):
+            raise TypeError(f"stop[{i}]: expected a rule, got the class {r.__name__}; make one, e.g. {r.__name__}(...)")
         if not callable(r):
             raise TypeError(
                 f"stop[{i}]: expected a stopping rule (fastgrad.stop.* or a callable taking a StepState), "
                 f"got {type(r).__name__}"
             )
+        if type(r) in _NATIVE_KINDS:  # checked again: its attributes may have changed since it was made
+            _check_rule_values(i, r)
         capped = capped or isinstance(r, _stop.MaxSteps)
     if not capped:
         rules.append(_stop.MaxSteps(DEFAULT_MAX_STEPS))
     return rules
+
+
+def _check_lr_in(lr: float, dtype: np.dtype) -> None:
+    """The learning rate (finite, > 0) must stay finite and non-zero in the model's dtype."""
+    if dtype == np.float64 or 1e-44 <= lr <= 3e38:  # float32 holds these (the common case: no NumPy call)
+        return
+    with np.errstate(over="ignore"):
+        t = dtype.type(lr)
+    if t == 0 or not np.isfinite(t):
+        raise ValueError(f"learning_rate: {lr!r} is {'0' if t == 0 else 'inf'} in {dtype.name}, the model's dtype")
+
+
+def _check_rule_values(i: int, r) -> None:
+    """The values a built-in rule was made with, as its constructor checks them."""
+    if isinstance(r, _stop.MaxSteps):
+        _stop.count(f"stop[{i}].n", r.n)
+        return
+    nonneg_float(f"stop[{i}].tol", r.tol)
+    if isinstance(r, _stop.Plateau):
+        _stop.count(f"stop[{i}].patience", r.patience)
 
 
 def _check_record(record_weights) -> int:
@@ -333,6 +398,8 @@ def fit(
     seed = _check_seed(seed)
     if on_divergence not in ("warn", "raise"):
         raise ValueError(f"on_divergence: expected 'warn' or 'raise', got {on_divergence!r}")
+    if callable(callbacks) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks: expected a list of callables, got {type(callbacks).__name__}")
     callbacks = list(callbacks)
     for i, cb in enumerate(callbacks):
         if not callable(cb):
@@ -344,6 +411,7 @@ def fit(
         raise ValueError("loop: 'native' runs only the built-in stopping rules and no callbacks")
     use_native = native is not None and loop != "python"
     layers, x, y = prepare(model, x, y, build=False)
+    _check_lr_in(lr, layers[0].dtype)
     n = x.shape[0]
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
@@ -391,7 +459,8 @@ def fit(
         divergence=divergence,
         seconds=seconds,
         loop="native" if use_native else "python",
-        _data=(x, y),
+        samples=n,
+        _data=_keep_data(x, y),
     )
     if divergence is not None:
         if on_divergence == "raise":
@@ -563,7 +632,7 @@ def _native_rules(rules) -> Optional[List[Tuple[int, float, int]]]:
         if kind == 4:
             out.append((4, 0.0, r.n))
         else:
-            out.append((kind, float(r.tol), int(getattr(r, "patience", 0))))
+            out.append((kind, r.tol, r.patience if kind == 3 else 0))
     return out
 
 
@@ -572,9 +641,12 @@ def _native_loop(net, x, y, draw, shuffle, lr, rules, native, every, params, ini
 
     ``draw``: None (full batch), the seed, or a Sampler; ``initial``: copies of the weights
     before the run (row 0 of the recorded weights).  Ctrl-C is caught in C++ from the run's
-    first poll on (see SigintCatch in csrc/bindings.cpp).
+    first poll on (see SigintCatch in csrc/bindings.cpp), on the main thread only, as in
+    _SigintFlag: Python takes signals on its main thread alone.
     """
-    steps, code, bad_g, bad_w, loss, norm, batches, w_rows, w_steps = net.fit_run(x, y, draw, shuffle, lr, native, every)
+    main = threading.current_thread() is threading.main_thread()
+    steps, code, bad_g, bad_w, loss, norm, batches, w_rows, w_steps = net.fit_run(x, y, draw, shuffle, lr, native, every,
+                                                                                   main)
     divergence = None
     if code >= 0:
         stopped_by = _stop.rule_name(rules[code])
