@@ -8,8 +8,10 @@ both ``import`` and ``importlib.util.find_spec``.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import csv
+import errno
 import importlib.util
 import os
 import re
@@ -301,6 +303,7 @@ def test_demo_plots_without_matplotlib(tmp_path):
 
 def test_demo_bad_arguments(tmp_path):
     assert_one_line_error(run_cli("demo", "E9"), "demo", "'E9'")
+    assert_one_line_error(run_cli("demo", "E1", "all"), "demo", "'all'", "E1, E2, E3, E4, E5, E6, E7, E8")
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert_one_line_error(run_cli("demo", "E1", "--plots", str(a_file)), "demo", "not a directory")
@@ -392,6 +395,7 @@ def test_train_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stderr", term2)
     assert cli.main(["train", str(data), "--target", "y", "--stop", "max-steps=500", "--no-progress"]) == 0
     assert term2.getvalue() == ""
+    assert "native loop" in capsys.readouterr().out  # as --help says
 
 
 def test_train_divergence_exits_1_with_a_warning(tmp_path):
@@ -401,6 +405,11 @@ def test_train_divergence_exits_1_with_a_warning(tmp_path):
     assert "Traceback" not in proc.stderr
     assert re.search(r"^fastgrad train: warning: training diverged at step \d+", proc.stderr, flags=re.M)
     assert summary(proc.stdout)["stopped by"].startswith("diverged")
+    # the hint names the command's options, not the library's functions
+    assert "Try a smaller --lr, or --normalize minmax." in proc.stderr and "fastgrad.minmax" not in proc.stderr
+    scaled = run_cli("train", str(data), "--target", "y", "--lr", "1000", "--normalize", "minmax")
+    assert scaled.returncode == 1
+    assert "Try a smaller --lr." in scaled.stderr and "--normalize" not in scaled.stderr
 
 
 def test_train_is_reproducible(tmp_path):
@@ -413,6 +422,7 @@ def test_train_is_reproducible(tmp_path):
 
 # every bad input: (file name, file bytes or None for no file, extra args, what the message names)
 _GOOD = b"a,b,y\n1,2,3\n4,5,6\n7,8,10\n"
+_MAX_COUNT = f"at most {fg.stop.MAX_COUNT:,}"  # the largest number of steps or patience
 BAD_INPUTS = [
     ("missing file", "nope.csv", None, [], ["nope.csv", "no such file"]),
     ("empty file", "d.csv", b"", [], ["empty"]),
@@ -456,11 +466,56 @@ BAD_INPUTS = [
     ("history over the input", "d.csv", _GOOD, ["--history", "./d.csv"], ["--history", "input file"]),
     ("save into a missing folder", "d.csv", _GOOD, ["--save", "no/such/dir/w.npz"], ["--save", "does not exist"]),
     ("plot onto a folder", "d.csv", _GOOD, ["--plot", "."], ["--plot", "directory"]),
+    ("save under a file", "d.csv", _GOOD, ["--save", "d.csv/w.npz"], ["--save", "'d.csv' is not a directory"]),
+    ("history under a file", "d.csv", _GOOD, ["--history", "d.csv/h.csv"], ["--history", "not a directory"]),
+    ("save and history one file", "d.csv", _GOOD, ["--save", "same.npz", "--history", "./same.npz"],
+     ["--history", "--save", "same.npz"]),
+    ("a header of numbers", "d.csv", b"1,2,3\n4,5,6\n7,8,9\n", ["--target", "3"],
+     ["line 1", "only numbers", "header row with column names"]),
+    ("np.savetxt's commented header", "d.csv",
+     b"# a,b,y\n1.000000000000000000e+00,2.000000000000000000e+00,3.000000000000000000e+00\n", [],
+     ["line 2", "header row with column names", "'#'", "comments"]),
+    ("separated by semicolons", "d.csv", b"a;b;y\n1;2;3\n", [], ["'1;2;3' is not a number", "commas", "';'"]),
+    ("separated by tabs", "d.csv", b"a\tb\ty\n1\t2\t3\n", [], ["not a number", "commas", "'\\t'"]),
+    ("too many units", "d.csv", _GOOD, ["--layers", "1000000000000,1"], ["--layers", f"{cli.MAX_UNITS:,} units"]),
+    ("units past int64", "d.csv", _GOOD, ["--layers", "99999999999999999999999,1"], ["--layers", "units"]),
+    ("too many parameters", "d.csv", _GOOD, ["--layers", "1000000:relu,1000000:relu,1"],
+     ["--layers", "parameters", f"{cli.MAX_PARAMS:,}"]),
+    ("max-steps past int64", "d.csv", _GOOD, ["--stop", "max-steps=99999999999999999999999"],
+     ["--stop", "number of steps", _MAX_COUNT]),
+    ("max-steps at int64's max", "d.csv", _GOOD, ["--stop", "max-steps=9223372036854775807"],
+     ["--stop", "number of steps", _MAX_COUNT]),
+    ("patience past the cap", "d.csv", _GOOD, ["--stop", f"plateau=0:{fg.stop.MAX_COUNT + 1}"],
+     ["--stop", "patience", _MAX_COUNT]),
+    ("range overflows float64", "d.csv", b"x,y\n1e308,1\n-1e308,3\n", ["--normalize", "minmax", "--dtype", "float64"],
+     ["column 'x'", "range (max - min) overflows float64"]),
+]
+
+# bad --plot arguments, which are checked once matplotlib is known to be there
+PLOT_BAD_INPUTS = [
+    ("unknown figure format", "d.csv", _GOOD, ["--plot", "fig.xyz"], ["--plot", "'.xyz'", ".png", ".pdf"]),
+    ("plot and save one file", "d.csv", _GOOD, ["--save", "same.png", "--plot", "same"], ["--plot", "--save"]),
+    ("plot and history one file", "d.csv", _GOOD, ["--history", "f.pdf", "--plot", "./f.pdf"],
+     ["--plot", "--history"]),
 ]
 
 
 @pytest.mark.parametrize("name, filename, content, extra, needles", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
 def test_train_bad_input(tmp_path, name, filename, content, extra, needles):
+    check_bad_input(tmp_path, filename, content, extra, needles)
+
+
+@needs_mpl
+@pytest.mark.parametrize("name, filename, content, extra, needles", PLOT_BAD_INPUTS,
+                         ids=[b[0] for b in PLOT_BAD_INPUTS])
+def test_train_bad_plot_input(tmp_path, name, filename, content, extra, needles):
+    check_bad_input(tmp_path, filename, content, extra, needles)
+
+
+def check_bad_input(tmp_path: Path, filename: str, content: Optional[bytes], extra: List[str],
+                    needles: List[str]) -> None:
+    """``train`` on ``filename`` (holding ``content``) with ``extra`` fails at once: the one-line
+    error names ``needles``, nothing is printed on stdout, and no file is written or changed."""
     path = tmp_path / filename
     if content is not None:
         path.write_bytes(content)
@@ -483,6 +538,157 @@ def test_train_plot_without_matplotlib(tmp_path):
     proc = run_cli("train", "d.csv", "--target", "y", "--plot", "p.png", cwd=tmp_path, block=["matplotlib"])
     assert_one_line_error(proc, "train", "matplotlib", "pip install 'fastgrad[plot]'")
     assert not (tmp_path / "p.png").exists()
+
+
+def run_into_closed_pipe(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m fastgrad *args`` with stdout a pipe whose reader has already gone away (as
+    ``| head -1`` after its line): the first line printed meets a broken pipe."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", COLUMNS="100")
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "fastgrad", *args], stdout=write_end, stderr=subprocess.PIPE,
+                              text=True, cwd=cwd, env=env, timeout=TIMEOUT_S)
+    finally:
+        os.close(write_end)
+
+
+def test_train_into_a_closed_pipe_writes_its_files(tmp_path):
+    data = write_e6_csv(tmp_path / "e6.csv")
+    files = ["w.npz", "h.csv"] + (["p.png"] if HAVE_MPL else [])
+    options = [o for pair in zip(["--save", "--history", "--plot"], files) for o in pair]
+    proc = run_into_closed_pipe("train", str(data), "--target", "y", "--no-progress", "--stop", "max-steps=50",
+                                *options, cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files + ["e6.csv"])
+    assert len(np.load(tmp_path / "w.npz")["layer0_kernel"]) == 3
+    assert len((tmp_path / "h.csv").read_text().splitlines()) == 51  # the header and 50 steps
+
+
+def test_train_diverging_into_a_closed_pipe_exits_1(tmp_path):
+    data = write_e6_csv(tmp_path / "e6.csv")
+    proc = run_into_closed_pipe("train", str(data), "--target", "y", "--lr", "10", cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.startswith("fastgrad train: warning: training diverged")
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("option", ["--save", "--history", pytest.param("--plot", marks=needs_mpl)])
+def test_train_output_that_cannot_be_written(tmp_path, option):
+    """A write that fails (a full disk: /dev/full) is one line naming the option, exit status 2; the
+    other outputs are written and reported."""
+    names = {"--save": "w.npz", "--history": "h.csv", "--plot": "p.png"}
+    if not HAVE_MPL:
+        del names["--plot"]
+    (tmp_path / names[option]).symlink_to("/dev/full")
+    data = write_e6_csv(tmp_path / "e6.csv")
+    options = [o for item in names.items() for o in item]
+    proc = run_cli("train", str(data), "--target", "y", "--stop", "max-steps=20", *options, cwd=tmp_path)
+    line = assert_one_line_error(proc, "train", option, names[option], os.strerror(errno.ENOSPC))
+    assert line.startswith(f"fastgrad train: error: {option}: ")
+    reported = summary(proc.stdout)
+    assert reported["steps"] == "20"
+    for other, name in names.items():
+        if other != option:
+            assert (tmp_path / name).stat().st_size > 0
+            assert name in proc.stdout
+    assert len([label for label in ("weights", "history", "figure") if label in reported]) == len(names) - 1
+
+
+@needs_mpl
+def test_train_plot_without_an_extension_writes_a_png_and_says_so(tmp_path):
+    (tmp_path / "d.csv").write_bytes(_GOOD)
+    proc = run_cli("train", "d.csv", "--target", "y", "--stop", "max-steps=5", "--plot", "fig", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert summary(proc.stdout)["figure"] == "fig.png"
+    assert png_size(tmp_path / "fig.png") == PNG_SIZE
+    assert not (tmp_path / "fig").exists()
+
+
+def recorded_for_plot(monkeypatch, tmp_path: Path, *args: str) -> fg.FitResult:
+    """The run ``train --plot`` hands to plotting.plot_runs (``args``: more options)."""
+    seen = {}
+    real = plotting.plot_runs
+
+    def spy(runs, **kwargs):
+        seen.update(runs)
+        return real(runs, **kwargs)
+
+    monkeypatch.setattr(plotting, "plot_runs", spy)
+    data = write_e6_csv(tmp_path / "e6.csv")
+    assert cli.main(["train", str(data), "--target", "y", "--no-progress", "--plot", str(tmp_path / "p.png"),
+                     *args]) == 0
+    return seen["run"]
+
+
+@needs_mpl
+def test_train_plot_recording_of_a_wide_model_is_bounded(tmp_path, monkeypatch, capsys):
+    # 10,001 float32 parameters: 2000 rows of them would be 80 MB
+    result = recorded_for_plot(monkeypatch, tmp_path, "--layers", "2000:relu,1", "--stop", "max-steps=2000")
+    weights = result.history.weights
+    row_bytes = sum(w[0].nbytes for w in weights)
+    assert row_bytes * cli.PLOT_WEIGHT_ROWS > cli.PLOT_RECORD_BYTES  # so the budget is what bounds it
+    assert sum(w.nbytes for w in weights) <= cli.PLOT_RECORD_BYTES
+    assert len(result.history.weight_steps) >= cli.PLOT_RECORD_BYTES // row_bytes // 2  # and it is used
+    assert result.history.weight_steps[-1] == result.steps
+
+
+@needs_mpl
+def test_train_plot_of_a_model_too_wide_to_record(tmp_path, monkeypatch, capsys):
+    # room for two rows of 10:relu,1 on 3 inputs (51 float32 parameters, 204 bytes), not for three
+    monkeypatch.setattr(cli, "PLOT_RECORD_BYTES", 500)
+    result = recorded_for_plot(monkeypatch, tmp_path, "--layers", "10:relu,1", "--stop", "max-steps=20")
+    assert result.history.weights is None
+    assert "weights not drawn" in summary(capsys.readouterr().out)["figure"]
+    assert png_size(tmp_path / "p.png") == PNG_SIZE
+
+
+def test_record_every_bounds_rows_and_bytes():
+    for total in (1, 7, 1999, 10_000, fg.stop.MAX_COUNT):
+        for row_bytes in (4, 80_004, cli.PLOT_RECORD_BYTES // 3):
+            k = cli._record_every(total, row_bytes)
+            assert k >= 1
+            rows = 2 + total // k  # the initial weights, every k-th step, the last
+            assert rows <= cli.PLOT_WEIGHT_ROWS and rows * row_bytes <= cli.PLOT_RECORD_BYTES
+    assert cli._record_every(10_000, cli.PLOT_RECORD_BYTES // 3 + 1) == 0
+
+
+def test_train_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(fg, "fit", no_memory)
+    data = write_e6_csv(tmp_path / "e6.csv")
+    assert cli.main(["train", str(data), "--target", "y"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastgrad train: error: out of memory") and err.count("\n") == 1
+
+
+def test_train_model_larger_than_the_memory_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_available_memory", lambda: 2**20)
+    monkeypatch.setattr(fg, "fit", pytest.fail)  # refused before training
+    data = write_e6_csv(tmp_path / "e6.csv")
+    assert cli.main(["train", str(data), "--target", "y", "--layers", "100000:relu,1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("fastgrad train: error: --layers: ") and err.count("\n") == 1
+    assert "of memory" in err and "1 MiB is available" in err
+
+
+def test_parse_stop_reports_the_rules_own_errors(monkeypatch):
+    def refuse(n):
+        raise ValueError(f"n: expected at most 2**62, got {n}")
+
+    monkeypatch.setattr(fg.stop, "MaxSteps", refuse)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"'max-steps=5': n: expected at most 2\*\*62, got 5"):
+        cli.parse_stop("max-steps=5")
+
+
+def test_train_help_says_which_loop_runs():
+    text = " ".join(run_cli("train", "--help").stdout.split())
+    assert "--no-progress no progress bar" in text
+    assert "Python loop" in text and "native (C++) loop" in text
+    assert "L2 norm" in text  # what --plot draws
 
 
 # ---- check -------------------------------------------------------------------------------------
@@ -545,6 +751,7 @@ def test_check_fails_with_exit_1_when_a_gradient_is_wrong(monkeypatch, capsys):
 def test_check_bad_arguments():
     assert_one_line_error(run_cli("check", "--layers", "8:sigmoid,1"), "check", "--layers", "sigmoid")
     assert_one_line_error(run_cli("check", "--batch", "0"), "check", "--batch")
+    assert_one_line_error(run_cli("check", "--features", str(10**12)), "check", "--features", "parameters")
 
 
 # ---- the Python side: FitResult.plot and History.to_dataframe -----------------------------------

@@ -5,8 +5,8 @@
     fastgrad check [--layers ...]               every gradient against TensorFlow and finite differences
 
 Exit status: 0 on success; 1 when ``check`` finds a gradient outside its tolerance or ``train``
-diverges; 2 on bad input (a one-line ``fastgrad <command>: error: ...`` on stderr, never a
-traceback); 130 when interrupted.
+diverges; 2 on bad input, or an output file that cannot be written (a one-line
+``fastgrad <command>: error: ...`` on stderr, never a traceback); 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import dataclasses
 import importlib.util
 import math
 import os
+import re
 import sys
 import textwrap
 import threading
@@ -54,8 +55,14 @@ FD_RTOL = 1e-7
 #: ``check``: the step of the central differences, and how far from 0 every ReLU input is kept
 FD_EPS = 1e-6
 RELU_MARGIN = 1e-3
-#: ``train``: at most about this many weight rows are recorded for ``--plot``
+#: ``train``: at most about this many weight rows are recorded for ``--plot``, in at most this
+#: many bytes (a wide model records fewer rows; one too wide for three rows records none).  The
+#: figure needs a few times the recording while it is drawn (copies, each tensor's norm in float64)
 PLOT_WEIGHT_ROWS = 2000
+PLOT_RECORD_BYTES = 32 * 2**20
+#: ``train`` and ``check``: at most this many units in a layer and parameters in a model
+MAX_UNITS = 1_000_000
+MAX_PARAMS = 2**31
 
 ACTIVATIONS = ("linear", "relu")
 
@@ -73,7 +80,37 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _out(*parts: Any) -> None:
-    print(*parts, flush=True)
+    """Print a line on stdout (see :func:`_print`)."""
+    _print(sys.stdout, *parts)
+
+
+def _err(*parts: Any) -> None:
+    """Print a line on stderr (see :func:`_print`)."""
+    _print(sys.stderr, *parts)
+
+
+def _print(stream, *parts: Any) -> None:
+    """Print a line on ``stream`` and flush it; once its reader has gone away, print nothing more.
+
+    ``fastgrad train ... | head -1``: the reader closes the pipe, the next line raises
+    BrokenPipeError, and from then on the stream is pointed at os.devnull (so that neither this
+    nor the interpreter's final flush complains).  The command goes on: it still writes its
+    files and returns its real exit status.
+    """
+    try:
+        print(*parts, file=stream, flush=True)
+    except BrokenPipeError:
+        _silence(stream)
+
+
+def _silence(stream) -> None:
+    """Point ``stream``'s file descriptor at os.devnull."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, stream.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # pragma: no cover - no real file descriptor
+        pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -115,7 +152,8 @@ def parse_layers(text: str) -> List[Tuple[int, str]]:
     """``"10:relu,4:relu,1"`` -> ``[(10, "relu"), (4, "relu"), (1, "linear")]``.
 
     Each comma-separated item is ``UNITS`` or ``UNITS:ACTIVATION`` (linear or relu; linear
-    when left out).  Raises ``argparse.ArgumentTypeError`` naming the bad item.
+    when left out), with 1 to :data:`MAX_UNITS` units.  Raises ``argparse.ArgumentTypeError``
+    naming the bad item.
     """
     items = [s.strip() for s in text.split(",")]
     if not text.strip() or any(not s for s in items):
@@ -134,6 +172,8 @@ def parse_layers(text: str) -> List[Tuple[int, str]]:
             ) from None
         if units <= 0:
             raise argparse.ArgumentTypeError(f"{item!r}: the number of units must be a positive integer")
+        if units > MAX_UNITS:
+            raise argparse.ArgumentTypeError(f"{item!r}: at most {MAX_UNITS:,} units in a layer")
         if act not in ACTIVATIONS:
             raise argparse.ArgumentTypeError(f"{item!r}: the activation must be one of {', '.join(ACTIVATIONS)}")
         out.append((units, act))
@@ -151,8 +191,17 @@ def parse_stop(text: str):
     """``"loss-delta=0.01"`` -> ``fastgrad.stop.LossDelta(0.01)``, and so on.
 
     Forms: loss-delta=TOL, weight-delta=TOL, loss-below=TOL (TOL >= 0), plateau=TOL:PATIENCE,
-    max-steps=N.  Raises ``argparse.ArgumentTypeError`` naming the problem.
+    max-steps=N (N and PATIENCE from 1 to ``fastgrad.stop.MAX_COUNT``).  Raises
+    ``argparse.ArgumentTypeError`` naming the problem, also for a value the rule itself refuses.
     """
+    try:
+        return _stop_rule(text)
+    except (ValueError, TypeError) as e:  # the rule's own check of its arguments
+        raise argparse.ArgumentTypeError(f"{text!r}: {e}") from None
+
+
+def _stop_rule(text: str):
+    """:func:`parse_stop` without the translation of the rules' own errors."""
     from . import stop
 
     name, eq, value = text.partition("=")
@@ -177,6 +226,10 @@ def parse_stop(text: str):
             raise argparse.ArgumentTypeError(f"{text!r}: {what} must be a positive integer, got {s!r}") from None
         if v <= 0:
             raise argparse.ArgumentTypeError(f"{text!r}: {what} must be a positive integer, got {s!r}")
+        if v > stop.MAX_COUNT:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: {what} must be at most {stop.MAX_COUNT:,}, got {s!r}"
+            )
         return v
 
     if name == "loss-delta":
@@ -209,6 +262,7 @@ def _need_matplotlib(option: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``fastgrad`` argument parser, with the subcommands demo, train and check."""
     from . import __version__
+    from .plotting import MAX_WEIGHT_LINES
 
     parser = _Parser(
         prog="fastgrad",
@@ -263,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Example:\n"
         "  fastgrad train data.csv --target y --layers 10:relu,1 --lr 0.01 --batch-size 8 \\\n"
         "      --stop plateau=1e-6:200 --stop max-steps=5000 --normalize minmax --save weights.npz\n"
-        "Exit status: 0 trained, 1 diverged, 2 bad input.",
+        "Exit status: 0 trained, 1 diverged, 2 bad input (or an output file that could not be written).",
     )
     train.add_argument("data", help="CSV file with a header row; every cell numeric")
     train.add_argument("--target", required=True, metavar="COL", help="the column to predict")
@@ -286,10 +340,16 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="(default float32)")
     train.add_argument("--save", metavar="FILE.npz", help="save the trained weights (NumPy .npz)")
     train.add_argument("--plot", metavar="FILE.png",
-                       help="save a figure of loss, gradient norm and weights (needs matplotlib)")
+                       help="save a figure of the loss, the gradient norm and the weights against the step, "
+                       "in the format of the extension (.png when there is none; .pdf, .svg, ...).  The weights "
+                       f"panel draws each weight when the model has at most {MAX_WEIGHT_LINES}, else each "
+                       f"tensor's L2 norm, at up to {PLOT_WEIGHT_ROWS} recorded steps (fewer for a wide model, "
+                       f"to keep the recording under {PLOT_RECORD_BYTES // 2**20} MiB).  Needs matplotlib")
     train.add_argument("--history", metavar="FILE.csv", help="save the loss and gradient norm of every step as CSV")
     train.add_argument("--no-progress", action="store_true",
-                       help="no progress bar (it shows only on a terminal, with tqdm)")
+                       help="no progress bar.  The bar (shown only on a terminal, with tqdm) runs the training "
+                       "in the Python loop, which calls it after every step; without it the native (C++) "
+                       "loop runs, faster")
     train.set_defaults(func=cmd_train)
 
     check = sub.add_parser(
@@ -339,19 +399,11 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     try:
         return args.func(args)
     except CliError as e:
-        print(f"fastgrad {args.command}: error: {e}", file=sys.stderr, flush=True)
+        _err(f"fastgrad {args.command}: error: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print(f"fastgrad {args.command}: interrupted", file=sys.stderr, flush=True)
+        _err(f"fastgrad {args.command}: interrupted")
         return EXIT_INTERRUPTED
-    except BrokenPipeError:
-        # the reader went away (fastgrad demo | head): stop quietly; point stdout at devnull so
-        # that the interpreter's final flush does not complain again
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):  # pragma: no cover - no real file descriptor
-            pass
-        return EXIT_OK
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,10 +758,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """``fastgrad demo``: run the experiments, tell each, replay in TF, draw the figures."""
     from . import walkthrough
 
-    ids = [e.upper() for e in args.experiments] or list(walkthrough.EXPERIMENTS)
-    unknown = [e for e in ids if e not in walkthrough.EXPERIMENTS]
+    unknown = [e for e in args.experiments if e.upper() not in walkthrough.EXPERIMENTS]
     if unknown:
-        raise CliError(f"unknown experiment {unknown[0]!r}; expected some of {', '.join(walkthrough.EXPERIMENTS)}")
+        raise CliError(f"unknown experiment {unknown[0]!r}; expected some of {', '.join(walkthrough.EXPERIMENTS)} "
+                       "(or none, for all of them)")
+    ids = [e.upper() for e in args.experiments] or list(walkthrough.EXPERIMENTS)
     plots: Optional[Path] = None
     if args.plots is not None:
         _need_matplotlib("--plots")
@@ -765,7 +818,7 @@ def read_csv(path: Path) -> Tuple[List[str], np.ndarray]:
     Blank lines and lines starting with '#' are skipped.  Raises :class:`CliError` with a
     one-line message naming the file, the line and the column for every problem: a missing or
     unreadable file, no header, no data rows, a row of the wrong length, an empty or
-    non-numeric cell, NaN or infinity, duplicate column names.
+    non-numeric cell, NaN or infinity, duplicate column names, a first row of numbers (no header).
     """
     name = str(path)
     if not path.exists():
@@ -774,21 +827,19 @@ def read_csv(path: Path) -> Tuple[List[str], np.ndarray]:
         raise CliError(f"{name}: is a directory, expected a CSV file")
     header: Optional[List[str]] = None
     rows: List[List[float]] = []
+    comments = False  # whether a '#' line came before the header
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             for cells in reader:
                 line = reader.line_num
-                if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
+                if not cells or all(not c.strip() for c in cells):
+                    continue
+                if cells[0].lstrip().startswith("#"):
+                    comments = True
                     continue
                 if header is None:
-                    header = [c.strip() for c in cells]
-                    for j, h in enumerate(header):
-                        if not h:
-                            raise CliError(f"{name} line {line}: column {j + 1} of the header has no name")
-                    dup = sorted({h for h in header if header.count(h) > 1})
-                    if dup:
-                        raise CliError(f"{name} line {line}: duplicate column name {dup[0]!r} in the header")
+                    header = _header(f"{name} line {line}", cells, comments)
                     continue
                 if len(cells) != len(header):
                     raise CliError(
@@ -804,7 +855,9 @@ def read_csv(path: Path) -> Tuple[List[str], np.ndarray]:
                     try:
                         v = float(s)
                     except ValueError:
-                        raise CliError(f"{name} line {line}, column {h!r}: {s!r} is not a number") from None
+                        raise CliError(
+                            f"{name} line {line}, column {h!r}: {s!r} is not a number{_separator_hint(header)}"
+                        ) from None
                     if math.isnan(v):
                         raise CliError(f"{name} line {line}, column {h!r}: NaN (missing values are not supported)")
                     if math.isinf(v):
@@ -824,22 +877,166 @@ def read_csv(path: Path) -> Tuple[List[str], np.ndarray]:
     return header, np.asarray(rows, dtype=np.float64)
 
 
-def _check_output(option: str, value: Optional[str], data: Path) -> Optional[Path]:
-    """An output path: its folder must exist, it must not be a folder or the input file."""
-    if value is None:
-        return None
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _header(where: str, cells: Sequence[str], after_comments: bool) -> List[str]:
+    """The column names of a header row (``where``: 'FILE line N'), or CliError: a name that is
+    empty or repeated, or a row of numbers only (a file without a header)."""
+    header = [c.strip() for c in cells]
+    for j, h in enumerate(header):
+        if not h:
+            raise CliError(f"{where}: column {j + 1} of the header has no name")
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise CliError(f"{where}: duplicate column name {dup[0]!r} in the header")
+    if all(_is_number(h) for h in header):
+        note = (" (lines starting with '#' are skipped as comments, so a header written as '# x,y' is not read)"
+                if after_comments else "")
+        raise CliError(f"{where}: the first row holds only numbers; a header row with column names is required, "
+                       f"e.g. x1,x2,y{note}")
+    return header
+
+
+def _separator_hint(header: Sequence[str]) -> str:
+    """A hint for a file separated by ';' or tabs, read as one column: '' when none shows."""
+    for sep in (";", "\t"):
+        if any(sep in h for h in header):
+            return f"; fields must be separated by commas (the header holds {sep!r})"
+    return ""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether ``a`` and ``b`` name one file: the same resolved path, or one file under two names."""
+    try:
+        if a.exists() and b.exists() and os.path.samefile(a, b):
+            return True
+    except OSError:
+        pass
+    return a.resolve() == b.resolve()
+
+
+def _check_output(option: str, value: str, data: Path) -> Path:
+    """An output path, checked before training: not a directory, in a directory that exists and
+    can be written (or a file that can be), not the input file."""
     p = Path(value)
     if p.is_dir():
         raise CliError(f"{option}: {value!r} is a directory; expected a file name")
     if not p.parent.exists():
         raise CliError(f"{option}: the directory of {value!r} does not exist")
-    try:
-        same = p.exists() and data.exists() and os.path.samefile(p, data)
-    except OSError:
-        same = False
-    if same or p.resolve() == data.resolve():
+    if not p.parent.is_dir():
+        raise CliError(f"{option}: {str(p.parent)!r} is not a directory, so {value!r} cannot be created")
+    writable = os.access(p, os.W_OK) if p.exists() else os.access(p.parent, os.W_OK | os.X_OK)
+    if not writable:
+        raise CliError(f"{option}: {value!r} cannot be written (permission denied)")
+    if _same_file(p, data):
         raise CliError(f"{option}: {value!r} is the input file; fastgrad never overwrites its input")
     return p
+
+
+def _plot_formats() -> List[str]:
+    """The extensions --plot writes: matplotlib's formats, less pgf (LaTeX code, needs a TeX install)."""
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    return sorted(set(FigureCanvasBase.get_supported_filetypes()) - {"pgf"})
+
+
+def _plot_name(value: str) -> str:
+    """--plot's file name, '.png' added when it has no extension (as matplotlib would add it);
+    CliError for an extension that is not a figure format."""
+    ext = Path(value).suffix[1:].lower()
+    if not ext:
+        return value + ".png"
+    formats = _plot_formats()
+    if ext not in formats:
+        raise CliError(f"--plot: {value!r}: '.{ext}' is not a figure format; expected one of "
+                       f"{', '.join('.' + f for f in formats)}")
+    return value
+
+
+#: ``train``'s output options, each with the label of the line that reports its file
+_OUTPUTS = {"--save": "weights:", "--history": "history:", "--plot": "figure:"}
+
+
+def _train_outputs(args: argparse.Namespace, data: Path) -> Dict[str, Path]:
+    """``train``'s output files, checked before anything runs: {option: path} for those given.
+
+    Each must be writable (:func:`_check_output`), --plot's a figure format, and no two the same file.
+    """
+    values = {option: getattr(args, option[2:]) for option in _OUTPUTS}
+    outputs = {option: _check_output(option, v, data) for option, v in values.items() if v is not None}
+    if "--plot" in outputs:
+        _need_matplotlib("--plot")
+        outputs["--plot"] = _check_output("--plot", _plot_name(args.plot), data)
+    options = list(outputs)
+    for i, a in enumerate(options):
+        for b in options[:i]:
+            if _same_file(outputs[a], outputs[b]):
+                raise CliError(f"{a}: {str(outputs[a])!r} is also the file of {b}; each output needs a file "
+                               "of its own")
+    return outputs
+
+
+def _n_params(spec: Sequence[Tuple[int, str]], features: int) -> int:
+    """The number of parameters (kernels and biases) of the Dense stack ``spec`` on ``features`` inputs."""
+    widths = [features] + [u for u, _ in spec]
+    return sum((i + 1) * o for i, o in zip(widths, widths[1:]))
+
+
+def _available_memory() -> Optional[int]:
+    """The bytes of memory this process can still take: /proc/meminfo's MemAvailable, or less
+    under a cgroup (v2) limit; None where neither can be read."""
+    found = []
+    try:
+        with open("/proc/meminfo") as fh:
+            found += [int(line.split()[1]) * 1024 for line in fh if line.startswith("MemAvailable:")]
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int((cgroup / "memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def _size(n: float) -> str:
+    """Bytes as '3.2 GiB', or '12 MiB' below a GiB."""
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _check_model_size(spec: Sequence[Tuple[int, str]], features: int, rows: int, dtype: str, options: str) -> None:
+    """Refuse (CliError on ``options``, the ones that set the sizes) a model of more than
+    MAX_PARAMS parameters, or one that would not fit in the memory available: about 4 copies of
+    the parameters (the weights, the gradients, the initial and the final weights) and 3 of every
+    layer's outputs on ``rows`` rows."""
+    params = _n_params(spec, features)
+    model = f"{_describe_layers(spec)} on {features} inputs"
+    if params > MAX_PARAMS:
+        raise CliError(f"{options}: {model} has {params:,} parameters; at most {MAX_PARAMS:,} are supported")
+    need = np.dtype(dtype).itemsize * (4 * params + 3 * rows * sum(u for u, _ in spec))
+    free = _available_memory()
+    if free is not None and need > free:
+        raise CliError(f"{options}: {model} and {rows} rows needs about {_size(need)} of memory ({params:,} "
+                       f"parameters, {dtype}), and {_size(free)} is available")
+
+
+def _record_every(total: int, row_bytes: int) -> int:
+    """``record_weights`` for --plot: every k steps of a run of at most ``total`` steps, so that the
+    recording (the initial weights, a row every k steps, the last row; ``row_bytes`` each) holds at
+    most PLOT_WEIGHT_ROWS rows and PLOT_RECORD_BYTES bytes.  0 (no recording) for a model too wide
+    for three rows."""
+    rows = min(PLOT_WEIGHT_ROWS, PLOT_RECORD_BYTES // max(1, row_bytes)) - 2
+    if rows < 1:
+        return 0
+    return max(1, -(-total // rows))
 
 
 def _max_steps(rules) -> int:
@@ -871,6 +1068,92 @@ def _progress(total: int, disabled: bool):
     return bar, advance
 
 
+def _split(header: List[str], table: np.ndarray, target: str, data: Path, dtype: str):
+    """(x, y, feature names): the target column and the others; CliError for a missing target, no
+    feature, or values too large for ``dtype``."""
+    if target not in header:
+        raise CliError(f"{str(data)}: no column {target!r}; the columns are: {', '.join(header)}"
+                       f"{_separator_hint(header)}")
+    ti = header.index(target)
+    features = [h for j, h in enumerate(header) if j != ti]
+    if not features:
+        raise CliError(f"{str(data)}: only the target column {target!r}; need at least one feature column")
+    big = np.abs(table).max(axis=0) > np.finfo(np.dtype(dtype)).max
+    if big.any():
+        col = header[int(np.argmax(big))]
+        raise CliError(f"{str(data)}: column {col!r} holds values too large for {dtype}; try --dtype float64")
+    return np.delete(table, ti, axis=1), table[:, ti].copy(), features
+
+
+def _minmax(header: List[str], table: np.ndarray, target: str):
+    """--normalize minmax: (x, y, scaling), every column scaled to [0, 1] and ``scaling`` the
+    ranges saved with the weights; CliError for a column that is constant or whose range overflows."""
+    import fastgrad as fg
+
+    lo, hi = table.min(axis=0), table.max(axis=0)
+    with np.errstate(over="ignore"):
+        span = hi - lo
+    for h, d in zip(header, span):
+        if d == 0:
+            raise CliError(f"--normalize minmax: column {h!r} is constant; nothing to scale by")
+        if not np.isfinite(d):
+            raise CliError(f"--normalize minmax: column {h!r}: its range (max - min) overflows float64; "
+                           "divide the column by a power of ten first")
+    ti = header.index(target)
+    x, y = fg.minmax(np.delete(table, ti, axis=1)), fg.minmax(table[:, ti])
+    return x, y, {"x_min": np.delete(lo, ti), "x_max": np.delete(hi, ti), "y_min": lo[ti], "y_max": hi[ti]}
+
+
+def _fit(args: argparse.Namespace, spec, x: np.ndarray, y: np.ndarray, rules, total: int, record: int):
+    """Build the model and train it: (model, result, the DivergenceWarnings' messages).
+
+    Bad arguments and running out of memory are CliErrors.
+    """
+    import fastgrad as fg
+
+    bar, advance = _progress(total, args.no_progress)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", fg.DivergenceWarning)
+            model = fg.Sequential([fg.Dense(u, a, dtype=args.dtype) for u, a in spec], seed=args.seed)
+            model.build(x.shape[1])  # here, so that --seed seeds the initial weights (fit would build a
+            #                          one-layer Sequential without its seed)
+            result = fg.fit(
+                model, x, y, optimizer=fg.SGD(args.lr), batch_size=args.batch_size, sampling=args.sampling,
+                stop=rules, seed=args.seed, record_weights=record or False, callbacks=[advance] if advance else [],
+            )
+            result.final_loss  # a pass over all rows, computed on first access: here, under the guard
+    except (ValueError, TypeError) as e:
+        raise CliError(str(e)) from None
+    except MemoryError:
+        raise CliError(f"out of memory while training {_describe_layers(spec)} on {x.shape[0]} rows x "
+                       f"{x.shape[1]} features; try fewer units") from None
+    finally:
+        if bar is not None:
+            bar.close()
+    return model, result, [str(w.message) for w in caught if issubclass(w.category, fg.DivergenceWarning)]
+
+
+def _cli_hint(message: str, scaled: bool) -> str:
+    """A DivergenceWarning's message with its closing hint ('Try a smaller learning rate or scaled
+    data (fastgrad.minmax).') in the command's terms: its options."""
+    head = re.sub(r"\s*Try\b.*$", "", message, flags=re.S)
+    return f"{head} Try a smaller --lr" + ("." if scaled else ", or --normalize minmax.")
+
+
+def _write_weights(path: Path, model, spec, features: List[str], target: str, scaling: Dict[str, Any]) -> None:
+    arrays: Dict[str, Any] = {}
+    for i, layer in enumerate(model.layers):
+        arrays[f"layer{i}_kernel"] = layer.kernel
+        arrays[f"layer{i}_bias"] = layer.bias
+    arrays.update(
+        layers=np.array(",".join(f"{u}:{a}" for u, a in spec)), features=np.array(features),
+        target=np.array(target), **scaling,
+    )
+    with open(path, "wb") as fh:  # a file object: np.savez adds no '.npz' to the name
+        np.savez(fh, **arrays)
+
+
 def _write_history(path: Path, result) -> None:
     h = result.history
     with open(path, "w", newline="") as fh:
@@ -880,109 +1163,90 @@ def _write_history(path: Path, result) -> None:
             w.writerow([t, repr(float(loss)), repr(float(gn))])
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """``fastgrad train``: read the CSV, train, report; write the optional outputs."""
-    import fastgrad as fg
+def _write_figure(path: Path, result, spec, data: Path) -> None:
+    from .plotting import DPI, plot_runs
 
-    data = Path(args.data)
-    outputs = {
-        "--save": _check_output("--save", args.save, data),
-        "--plot": _check_output("--plot", args.plot, data),
-        "--history": _check_output("--history", args.history, data),
-    }
-    if args.plot is not None:
-        _need_matplotlib("--plot")
-    spec = args.layers
-    if spec[-1][0] != 1:
-        raise CliError(f"--layers: the last layer must have 1 unit (one target column), got {spec[-1][0]}")
+    fig = plot_runs({"run": result}, title=f"{_describe_layers(spec)} on {data.name}: {result.steps} steps, "
+                    f"{result.stopped_by}, final loss {result.final_loss:.4g}")
+    fig.savefig(path, dpi=DPI, format=path.suffix[1:].lower())
 
-    header, table = read_csv(data)
-    if args.target not in header:
-        raise CliError(f"{str(data)}: no column {args.target!r}; the columns are: {', '.join(header)}")
-    ti = header.index(args.target)
-    features = [h for j, h in enumerate(header) if j != ti]
-    if not features:
-        raise CliError(f"{str(data)}: only the target column {args.target!r}; need at least one feature column")
-    big = np.abs(table).max(axis=0) > np.finfo(np.dtype(args.dtype)).max
-    if big.any():
-        col = header[int(np.argmax(big))]
-        raise CliError(f"{str(data)}: column {col!r} holds values too large for {args.dtype}; try --dtype float64")
-    x = np.delete(table, ti, axis=1)
-    y = table[:, ti].copy()
-    n = len(y)
-    if args.batch_size is not None and args.batch_size > n:
-        raise CliError(f"--batch-size: {args.batch_size} is more than the {n} rows of {str(data)}")
 
-    scaling: Dict[str, np.ndarray] = {}
-    if args.normalize == "minmax":
-        lo, hi = table.min(axis=0), table.max(axis=0)
-        const = [h for h, a, b in zip(header, lo, hi) if a == b]
-        if const:
-            raise CliError(f"--normalize minmax: column {const[0]!r} is constant; nothing to scale by")
-        x, y = fg.minmax(x), fg.minmax(y)
-        scaling = {"x_min": np.delete(lo, ti), "x_max": np.delete(hi, ti), "y_min": lo[ti], "y_max": hi[ti]}
-
-    rules = list(args.stop)
-    total = _max_steps(rules)
-    model = fg.Sequential([fg.Dense(u, a, dtype=args.dtype) for u, a in spec], seed=args.seed)
-    model.build(x.shape[1])  # here, so that --seed seeds the initial weights (fit would build a
-    #                          one-layer Sequential without its seed)
-    record = False
-    if outputs["--plot"] is not None:
-        record = max(1, -(-total // PLOT_WEIGHT_ROWS))
-    bar, advance = _progress(total, args.no_progress)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", fg.DivergenceWarning)
+def _write_outputs(outputs: Dict[str, Path], write: Dict[str, Callable[[Path], None]]) -> Dict[str, str]:
+    """Write every output with its writer in ``write``; {option: message} for those that failed
+    (an OSError: a full disk, a path the early checks could not rule out), the others written."""
+    failed = {}
+    for option, path in outputs.items():
         try:
-            result = fg.fit(
-                model, x, y, optimizer=fg.SGD(args.lr), batch_size=args.batch_size, sampling=args.sampling,
-                stop=rules, seed=args.seed, record_weights=record, callbacks=[advance] if advance else [],
-            )
-        except (ValueError, TypeError) as e:
-            raise CliError(str(e)) from None
-        finally:
-            if bar is not None:
-                bar.close()
-    for w in caught:
-        if issubclass(w.category, fg.DivergenceWarning):
-            print(f"fastgrad train: warning: {w.message}", file=sys.stderr, flush=True)
+            write[option](path)
+        except OSError as e:
+            failed[option] = f"{option}: cannot write {str(path)!r}: {e.strerror or e}"
+    return failed
+
+
+def _report(args: argparse.Namespace, spec, n: int, features: List[str], scaled: bool, rules, total: int,
+            result) -> None:
+    """The summary of a run on stdout: what was trained, the steps, the stop, the loss, the time."""
+    from . import stop
 
     rate = result.steps / result.seconds if result.seconds > 0 else math.inf
     batch = "full batch" if args.batch_size is None else f"batches of {args.batch_size} ({args.sampling})"
-    _out(f"trained {_describe_layers(spec)} on {n} rows x {len(features)} features of {str(data)}, "
+    _out(f"trained {_describe_layers(spec)} on {n} rows x {len(features)} features of {Path(args.data)}, "
          f"target {args.target!r}; {args.dtype}, lr {args.lr:g}, {batch}, seed {args.seed}"
-         + ("; columns min-max scaled" if scaling else ""))
+         + ("; columns min-max scaled" if scaled else ""))
     _out(f"steps:       {result.steps}")
     rule_text = ", ".join(repr(r) for r in rules)
-    if not any(isinstance(r, fg.stop.MaxSteps) for r in rules):
+    if not any(isinstance(r, stop.MaxSteps) for r in rules):
         rule_text += (", " if rule_text else "") + f"MaxSteps({total}) (the default cap)"
     _out(f"stopped by:  {result.stopped_by}   (rules: {rule_text})")
-    _out(f"final loss:  {result.final_loss:.6g}   (MSE on all rows{', scaled units' if scaling else ''})")
+    _out(f"final loss:  {result.final_loss:.6g}   (MSE on all rows{', scaled units' if scaled else ''})")
     loop = getattr(result, "loop", "python")
     _out(f"time:        {result.seconds:.3f} s ({_g(rate, 3)} steps/s, {loop} loop)")
 
-    if outputs["--save"] is not None:
-        arrays: Dict[str, Any] = {}
-        for i, layer in enumerate(model.layers):
-            arrays[f"layer{i}_kernel"] = layer.kernel
-            arrays[f"layer{i}_bias"] = layer.bias
-        arrays.update(
-            layers=np.array(",".join(f"{u}:{a}" for u, a in spec)), features=np.array(features),
-            target=np.array(args.target), **scaling,
-        )
-        with open(outputs["--save"], "wb") as fh:  # a file object: np.savez adds no '.npz' to the name
-            np.savez(fh, **arrays)
-        _out(f"weights:     {outputs['--save']}")
-    if outputs["--history"] is not None:
-        _write_history(outputs["--history"], result)
-        _out(f"history:     {outputs['--history']}")
-    if outputs["--plot"] is not None:
-        from .plotting import DPI, plot_runs
 
-        fig = plot_runs({"run": result}, title=f"{_describe_layers(spec)} on {data.name}: {result.steps} steps, "
-                        f"{result.stopped_by}, final loss {result.final_loss:.4g}")
-        fig.savefig(outputs["--plot"], dpi=DPI)
-        _out(f"figure:      {outputs['--plot']}")
+def cmd_train(args: argparse.Namespace) -> int:
+    """``fastgrad train``: check the arguments, read the CSV, train; write the outputs, then report.
+
+    The files are written before the lines that report them, so a reader that stops early
+    (``| head -1``) loses no file.  Exit status: 2 when an output could not be written (the
+    others are), else 1 when the run diverged, 130 when interrupted, 0.
+    """
+    data = Path(args.data)
+    outputs = _train_outputs(args, data)
+    spec = args.layers
+    if spec[-1][0] != 1:
+        raise CliError(f"--layers: the last layer must have 1 unit (one target column), got {spec[-1][0]}")
+    header, table = read_csv(data)
+    x, y, features = _split(header, table, args.target, data, args.dtype)
+    n = len(y)
+    if args.batch_size is not None and args.batch_size > n:
+        raise CliError(f"--batch-size: {args.batch_size} is more than the {n} rows of {str(data)}")
+    scaling: Dict[str, Any] = {}
+    if args.normalize == "minmax":
+        x, y, scaling = _minmax(header, table, args.target)
+    _check_model_size(spec, x.shape[1], n, args.dtype, "--layers")
+
+    rules = list(args.stop)
+    total = _max_steps(rules)
+    row_bytes = _n_params(spec, x.shape[1]) * np.dtype(args.dtype).itemsize
+    record = _record_every(total, row_bytes) if "--plot" in outputs else 0
+    model, result, warned = _fit(args, spec, x, y, rules, total, record)
+    failed = _write_outputs(outputs, {
+        "--save": lambda p: _write_weights(p, model, spec, features, args.target, scaling),
+        "--history": lambda p: _write_history(p, result),
+        "--plot": lambda p: _write_figure(p, result, spec, data),
+    })
+
+    for message in warned:
+        _err(f"fastgrad train: warning: {_cli_hint(message, bool(scaling))}")
+    _report(args, spec, n, features, bool(scaling), rules, total, result)
+    for option, path in outputs.items():
+        if option not in failed:
+            note = "  (weights not drawn: too many to record)" if option == "--plot" and not record else ""
+            _out(f"{_OUTPUTS[option]:<13}{path}{note}")
+    for message in failed.values():
+        _err(f"fastgrad train: error: {message}")
+    if failed:
+        return EXIT_USAGE
     if result.stopped_by == "diverged":
         return EXIT_FAILED
     if result.stopped_by == "interrupted":
@@ -1044,6 +1308,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     import fastgrad as fg
 
     spec = args.layers
+    _check_model_size(spec, args.features, args.batch, args.dtype, "--layers, --features, --batch")
     rng = np.random.default_rng(args.seed)
     model = fg.Sequential([fg.Dense(u, a, dtype=args.dtype) for u, a in spec], seed=args.seed)
     model.build(args.features)
