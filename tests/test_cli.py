@@ -34,6 +34,7 @@ E1_WEIGHTS = [2.0, 1.5, 1.25, 1.125, 1.0625]  # the walkthrough's printed trajec
 E1_LOSSES = [2.5, 0.625, 0.15625, 0.0390625]
 E1_FINAL = 0.009765625
 E6_TRUTH = (3.0, 2.0, -7.0, 5.0)
+NORM_RTOL = 1e-12  # a norm of the recorded weights, float64 sums in another order
 RECOVERY_TOL = 0.05  # E6/E7 (and train on E6's data): each weight within 0.05 of the truth
 E4_MAX_STEPS = 30  # E4 must diverge within this many steps
 E5_W_TOL = 1e-3  # E5 converges to w = 1
@@ -782,6 +783,23 @@ def test_plot_result_draws_three_labelled_panels():
         plt.close(fig2)
     with pytest.raises(TypeError, match="FitResult"):
         plotting.plot_result(ex)
+
+
+@needs_mpl
+def test_plot_weights_panel_draws_each_tensors_norm_for_a_wide_model():
+    x = np.random.default_rng(0).random((40, 5)).astype(np.float32)
+    model = fg.Sequential([fg.Dense(6, "relu"), fg.Dense(1)], seed=0)  # 43 parameters: norms
+    r = fg.fit(model, x, x.sum(1), optimizer=fg.SGD(0.05), stop=fg.stop.MaxSteps(600), record_weights=1)
+    fig = plotting.plot_result(r)
+    try:
+        drawn = fig.axes[2].get_lines()
+        assert len(drawn) == 4  # one line per tensor
+        for line, w in zip(drawn, r.history.weights):
+            want = np.sqrt((w.reshape(len(w), -1).astype(np.float64) ** 2).sum(axis=1))
+            np.testing.assert_allclose(line.get_ydata(), want, rtol=NORM_RTOL)
+            np.testing.assert_array_equal(line.get_xdata(), r.history.weight_steps)
+    finally:
+        fig.clf()
 
 
 def test_plot_result_without_matplotlib(monkeypatch):

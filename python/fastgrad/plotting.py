@@ -85,16 +85,26 @@ def _weight_lines(result: "FitResult") -> List[Tuple[str, np.ndarray, np.ndarray
     total = sum(int(np.prod(w.shape[1:])) for w in h.weights)
     lines = []
     for label, w in zip(labels, h.weights):
-        flat = w.reshape(w.shape[0], -1).astype(np.float64)
+        flat = w.reshape(w.shape[0], -1)
         if total <= MAX_WEIGHT_LINES:
             for j in range(flat.shape[1]):
                 idx = np.unravel_index(j, w.shape[1:])
                 suffix = "" if flat.shape[1] == 1 else "[" + ", ".join(str(int(i)) for i in idx) + "]"
-                lines.append((label + suffix, steps, flat[:, j]))
+                lines.append((label + suffix, steps, flat[:, j].astype(np.float64)))
         else:
-            with np.errstate(over="ignore", invalid="ignore"):
-                lines.append((f"‖{label}‖", steps, np.sqrt(np.sum(flat * flat, axis=1))))
+            lines.append((f"‖{label}‖", steps, _row_norms(flat)))
     return lines
+
+
+def _row_norms(flat: np.ndarray, rows: int = 256) -> np.ndarray:
+    """The L2 norm of every row, in float64, a block of ``rows`` rows at a time (a recording of
+    a wide model can be large: no float64 copy of all of it)."""
+    out = np.empty(flat.shape[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        for i in range(0, flat.shape[0], rows):
+            block = flat[i : i + rows].astype(np.float64)
+            out[i : i + rows] = np.sqrt(np.einsum("ij,ij->i", block, block))
+    return out
 
 
 def plot_runs(
