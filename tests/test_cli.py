@@ -423,7 +423,7 @@ def test_train_is_reproducible(tmp_path):
 
 # every bad input: (file name, file bytes or None for no file, extra args, what the message names)
 _GOOD = b"a,b,y\n1,2,3\n4,5,6\n7,8,10\n"
-_MAX_COUNT = f"at most {fg.stop.MAX_COUNT:,}"  # the largest number of steps or patience
+_MAX_COUNT = "at most 2**62"  # fastgrad.stop.MAX_COUNT, the largest number of steps or patience
 BAD_INPUTS = [
     ("missing file", "nope.csv", None, [], ["nope.csv", "no such file"]),
     ("empty file", "d.csv", b"", [], ["empty"]),
@@ -471,11 +471,13 @@ BAD_INPUTS = [
     ("history under a file", "d.csv", _GOOD, ["--history", "d.csv/h.csv"], ["--history", "not a directory"]),
     ("save and history one file", "d.csv", _GOOD, ["--save", "same.npz", "--history", "./same.npz"],
      ["--history", "--save", "same.npz"]),
-    ("a header of numbers", "d.csv", b"1,2,3\n4,5,6\n7,8,9\n", ["--target", "3"],
-     ["line 1", "only numbers", "header row with column names"]),
+    ("no header, the first row is data", "d.csv", b"1,2,3\n4,5,6\n7,8,9\n", [],
+     ["no column 'y'", "only numbers", "header row with column names"]),
     ("np.savetxt's commented header", "d.csv",
-     b"# a,b,y\n1.000000000000000000e+00,2.000000000000000000e+00,3.000000000000000000e+00\n", [],
-     ["line 2", "header row with column names", "'#'", "comments"]),
+     b"# a,b,y\n1.000000000000000000e+00,2.000000000000000000e+00,3.000000000000000000e+00\n"
+     b"4.000000000000000000e+00,5.000000000000000000e+00,6.000000000000000000e+00\n", [],
+     ["no column 'y'", "header row with column names", "'#'", "comments"]),
+    ("one row of numbers", "d.csv", b"1,2,3\n", [], ["no data rows", "only numbers", "header row"]),
     ("separated by semicolons", "d.csv", b"a;b;y\n1;2;3\n", [], ["'1;2;3' is not a number", "commas", "';'"]),
     ("separated by tabs", "d.csv", b"a\tb\ty\n1\t2\t3\n", [], ["not a number", "commas", "'\\t'"]),
     ("too many units", "d.csv", _GOOD, ["--layers", "1000000000000,1"], ["--layers", f"{cli.MAX_UNITS:,} units"]),
@@ -483,11 +485,11 @@ BAD_INPUTS = [
     ("too many parameters", "d.csv", _GOOD, ["--layers", "1000000:relu,1000000:relu,1"],
      ["--layers", "parameters", f"{cli.MAX_PARAMS:,}"]),
     ("max-steps past int64", "d.csv", _GOOD, ["--stop", "max-steps=99999999999999999999999"],
-     ["--stop", "number of steps", _MAX_COUNT]),
+     ["--stop", "max-steps=", _MAX_COUNT]),
     ("max-steps at int64's max", "d.csv", _GOOD, ["--stop", "max-steps=9223372036854775807"],
-     ["--stop", "number of steps", _MAX_COUNT]),
+     ["--stop", "max-steps=", _MAX_COUNT]),
     ("patience past the cap", "d.csv", _GOOD, ["--stop", f"plateau=0:{fg.stop.MAX_COUNT + 1}"],
-     ["--stop", "patience", _MAX_COUNT]),
+     ["--stop", "patience: ", _MAX_COUNT]),
     ("range overflows float64", "d.csv", b"x,y\n1e308,1\n-1e308,3\n", ["--normalize", "minmax", "--dtype", "float64"],
      ["column 'x'", "range (max - min) overflows float64"]),
 ]
@@ -532,6 +534,31 @@ def check_bad_input(tmp_path: Path, filename: str, content: Optional[bytes], ext
     if before is not None:
         assert snapshot(path) == before  # the input is never modified
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted({filename} - {"."} if content is not None else [])
+
+
+def test_model_size_counts_a_batch_not_every_row(monkeypatch):
+    spec = [(1000, "relu"), (1000, "relu"), (1, "linear")]
+    monkeypatch.setattr(cli, "_available_memory", lambda: 12 * 2**30)
+    # 10**6 rows x 100 features: the final loss's pass holds two layers' outputs at a time,
+    # 10**6 x 2,000 float32 = 7.5 GiB; a step on batches of 32 needs little
+    cli._check_model_size(spec, 100, 10**6, 32, "float32", "--layers")
+    with pytest.raises(cli.CliError, match=r"--layers: .* needs about 14\.9 GiB .* 12\.0 GiB is available"):
+        cli._check_model_size(spec, 100, 2 * 10**6, 32, "float32", "--layers")
+
+
+def test_train_may_write_two_outputs_to_dev_null(tmp_path):
+    (tmp_path / "d.csv").write_bytes(_GOOD)
+    proc = run_cli("train", "d.csv", "--target", "y", "--stop", "max-steps=3", "--no-progress",
+                   "--save", os.devnull, "--history", os.devnull, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_train_takes_column_names_that_are_numbers(tmp_path):
+    # pandas writes 0,1,2,... for unnamed columns; years and wavelengths are numbers too
+    (tmp_path / "d.csv").write_bytes(b"0,1,2\n1,2,3\n4,5,6\n7,8,10\n")
+    proc = run_cli("train", "d.csv", "--target", "2", "--stop", "max-steps=5", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "on 3 rows x 2 features" in proc.stdout and "target '2'" in proc.stdout
 
 
 def test_train_plot_without_matplotlib(tmp_path):

@@ -350,8 +350,14 @@ def test_minmax():
     a = np.array([[1.0, 10.0], [3.0, 30.0], [2.0, 20.0]])
     np.testing.assert_array_equal(fg.minmax(a), [[0, 0], [1, 1], [0.5, 0.5]])
     np.testing.assert_array_equal(fg.minmax([1, 2, 3]), [0, 0.5, 1])
-    with pytest.raises(ValueError, match=r"a: constant column\(s\) \[1\]"):
+    with pytest.raises(ValueError, match=r"a: column\(s\) \[1\] constant"):
         fg.minmax([[1.0, 2.0], [3.0, 2.0]])
+    with pytest.raises(ValueError, match=r"a: constant: max == min"):
+        fg.minmax([2.0, 2.0])
+    with pytest.raises(ValueError, match=r"a: column\(s\) \[1\] range max - min overflows float64"):
+        fg.minmax([[0.0, -1e308], [1.0, 1e308]])
+    with pytest.raises(ValueError, match=r"a: range max - min overflows float32"):
+        fg.minmax(np.array([-3e38, 0.0, 3e38], np.float32))
     with pytest.raises(ValueError, match="a: contains NaN or inf"):
         fg.minmax([1.0, np.nan])
     with pytest.raises(ValueError, match="a: expected a non-empty array"):

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
-from fastgrad import ops
-from fastgrad import training
+from fastgrad import ops, training
 
 # how long a background run lasts, and the most we wait for Ctrl-C to reach the main thread
 BACKGROUND_RUN_S = 0.5
@@ -53,23 +52,43 @@ def test_final_loss_is_not_changed_by_changing_the_data_afterwards():
 
 
 def test_large_data_kept_by_reference_refuses_a_final_loss_after_a_change(monkeypatch):
-    monkeypatch.setattr(training, "KEEP_COPY_BYTES", 64)  # every array counts as large
-    x, y = data(200, 4)
+    x, y = data(2000, 4)  # 10,000 elements: more than are copied
     kept = fg.fit(small_net(), x, y, batch_size=8, seed=1, stop=fg.stop.MaxSteps(5))
     assert kept._data[0] is x  # by reference, not copied
-    monkeypatch.setattr(training, "KEEP_COPY_BYTES", 8 << 20)
+    monkeypatch.setattr(training, "KEEP_COPY_ELEMENTS", 10**6)
     copied = fg.fit(small_net(), x, y, batch_size=8, seed=1, stop=fg.stop.MaxSteps(5))
     assert copied._data[0] is not x
     assert kept.final_loss == copied.final_loss  # unchanged data: the same loss
 
 
-def test_a_sample_of_large_data_sees_a_change_to_every_seventh_row(monkeypatch):
-    monkeypatch.setattr(training, "KEEP_COPY_BYTES", 64)
-    x, y = data(500, 8)
+def test_a_sample_of_large_data_sees_a_change_to_every_seventh_row():
+    x, y = data(2000, 8)
     r = fg.fit(small_net(), x, y, batch_size=8, seed=1, stop=fg.stop.MaxSteps(3))
     x[::7] = 0.0
     with pytest.raises(RuntimeError, match="final_loss: x or y changed"):
         r.final_loss
+
+
+@pytest.mark.parametrize("width", [2, 4, 8, 64])
+def test_a_sample_of_large_data_sees_one_column_rescaled(width):
+    # 2**16 rows: a plain stride of size // 4096 is a multiple of every width here, and would
+    # only ever sample column 0
+    rng = np.random.default_rng(0)
+    x = rng.random((1 << 16, width), dtype=np.float32)
+    y = x.sum(1)
+    r = fg.fit(fg.Dense(1, seed=0), x, y, batch_size=4, seed=0, stop=fg.stop.MaxSteps(2))
+    x[:, width - 1] *= 100
+    with pytest.raises(RuntimeError, match="final_loss: x or y changed"):
+        r.final_loss
+
+
+def test_set_weights_gives_the_layer_new_arrays():
+    layer = fg.Dense(1, seed=0).build(3)
+    old = layer.kernel
+    before = old.copy()
+    layer.set_weights([np.zeros((3, 1)), np.zeros(1)])
+    assert layer.kernel is not old
+    np.testing.assert_array_equal(old, before)  # an array the user kept is not overwritten
 
 
 def test_result_records_its_sample_count():
@@ -180,6 +199,36 @@ def test_a_read_only_kernel_is_not_written_by_a_cached_net():
     np.testing.assert_array_equal(layer.kernel, frozen)
     layer.set_weights([frozen, np.zeros(1)])  # set_weights gives it writeable arrays again
     assert fg.fit(layer, x, y, stop=fg.stop.MaxSteps(3)).steps == 3
+
+
+def test_a_layer_pickled_before_activation_became_read_only_loads():
+    layer = fg.Dense(2, "relu", seed=0).build(3)
+    state = layer.__getstate__()
+    state["activation"] = state.pop("_activation")  # what an older fastgrad pickled
+    old = fg.Dense.__new__(fg.Dense)
+    old.__setstate__(state)
+    assert old.activation == "relu"
+    x, y = data()
+    np.testing.assert_array_equal(old(x), layer(x))
+
+
+def test_value_and_grad_reads_read_only_weights():
+    x, y = data()
+    layer = fg.Dense(1, seed=0).build(3)
+    want = fg.value_and_grad(layer, x, y)
+    layer.kernel.setflags(write=False)
+    got = fg.value_and_grad(layer, x, y)
+    assert got[0] == want[0]
+    with pytest.raises(TypeError, match="kernel: expected a writeable"):
+        fg.fit(layer, x, y)
+
+
+def test_a_learning_rate_changed_after_the_optimizer_was_made_is_checked_again():
+    m, x, y = e1()
+    opt = fg.SGD(0.1)
+    opt.learning_rate = -0.1
+    with pytest.raises(ValueError, match="optimizer.learning_rate: expected a finite number > 0"):
+        fg.fit(m, x, y, optimizer=opt)
 
 
 def test_activation_cannot_be_changed_after_the_layer_is_made():
@@ -296,6 +345,11 @@ def test_ops_name_a_missing_array():
         ops.mse(None, [1.0])
     with pytest.raises(TypeError, match="kernel: expected a numeric array, got None"):
         ops.dense_forward([[1.0]], None)
+    x = np.ones((2, 1), np.float32)  # arrays the kernels take as they are: the fast path
+    with pytest.raises(TypeError, match="kernel: expected a numeric array, got None"):
+        ops.dense_forward(x, None)
+    with pytest.raises(TypeError, match="y: expected a numeric array, got None"):
+        ops.dense_backward(x, x, x, None)
 
 
 def test_ops_flags_must_be_bools():
@@ -303,7 +357,9 @@ def test_ops_flags_must_be_bools():
     with pytest.raises(TypeError, match="use_bias: expected True or False"):
         ops.dense_backward(one, one, one, one, use_bias="no")
     with pytest.raises(TypeError, match="need_dx: expected True or False"):
-        ops.dense_backward(one, one, one, one, need_dx=0)
+        ops.dense_backward(one, one, one, one, need_dx=2)
+    dx, dk, db = ops.dense_backward(one, one, one, one, use_bias=0, need_dx=1)  # 0 and 1 are taken
+    assert db is None and dx is not None
 
 
 def test_ops_keep_a_scalar_a_scalar():
@@ -312,3 +368,130 @@ def test_ops_keep_a_scalar_a_scalar():
     assert w == 0.5
     with pytest.raises(ValueError, match=r"kernel: .*got shape \(\)"):
         ops.dense_forward([[1.0]], 1.0)
+
+
+# ---- the walkthrough's figures, plots and the oracle (a second probe) ------------------------
+
+def _with_nan_weights(h, from_row):
+    """A copy of History ``h`` whose weights are NaN from row ``from_row`` on."""
+    import dataclasses
+
+    weights = [w.astype(np.float64) for w in h.weights]
+    for w in weights:
+        w[from_row:] = np.nan
+    return dataclasses.replace(h, weights=weights)
+
+
+def test_max_deviation_compares_the_finite_steps_and_never_says_0_for_nan():
+    from fastgrad.walkthrough import max_deviation
+
+    x, y = data(30)
+    r = fg.fit(small_net(), x, y, optimizer=fg.SGD(0.05), stop=fg.stop.MaxSteps(20), record_weights=True)
+    same = max_deviation(r, r.history, y)
+    assert same == {"loss": 0.0, "loss_strict": 0.0, "weights": 0.0}
+    shifted = _with_nan_weights(r.history, 10)
+    # rows 10.. are NaN in the "replay": compared over rows 0-9 only, where they agree exactly
+    assert max_deviation(r, shifted, y)["weights"] == 0.0
+    all_nan = _with_nan_weights(r.history, 0)
+    assert np.isnan(max_deviation(r, all_nan, y)["weights"])
+    import dataclasses
+
+    nan_loss = dataclasses.replace(r.history, loss=np.full(r.steps, np.nan))
+    dev = max_deviation(r, nan_loss, y)
+    assert np.isnan(dev["loss"]) and np.isnan(dev["loss_strict"])
+    with pytest.raises(ValueError, match="tf_history: expected the run's 20 steps, got 5"):
+        max_deviation(r, dataclasses.replace(r.history, loss=r.history.loss[:5]), y)
+    with pytest.raises(ValueError, match="tf_history: expected recorded weights"):
+        max_deviation(r, dataclasses.replace(r.history, weights=None), y)
+
+
+def test_replay_checks_initial_weights():
+    x, y = data(30)
+    r = fg.fit(small_net(), x, y, stop=fg.stop.MaxSteps(2))
+    nan = [np.full(w.shape, np.nan) for w in r.initial_weights]
+    with pytest.raises(ValueError, match=r"initial_weights\[0\]: contains NaN or inf"):
+        fg.oracle.replay(r, x, y, initial_weights=nan)
+    text = [np.full(w.shape, "a") for w in r.initial_weights]
+    with pytest.raises(TypeError, match=r"initial_weights\[0\]: expected a numeric array"):
+        fg.oracle.replay(r, x, y, initial_weights=text)
+
+
+def test_a_result_still_prints_and_plots_after_its_large_data_changed(monkeypatch):
+    x, y = data(2000, 4)
+    r = fg.fit(small_net(), x, y, batch_size=4, seed=0, stop=fg.stop.MaxSteps(5))
+    x *= 2.0
+    assert "final_loss=? (the data changed since the run)" in repr(r)
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig = r.plot()
+    try:
+        assert "final loss" not in fig.axes[0].get_title() + (fig._suptitle.get_text() if fig._suptitle else "")
+    finally:
+        plt.close(fig)
+
+
+def test_plots_name_arguments_of_the_wrong_kind():
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fastgrad import plotting
+
+    m, x, y = e1()
+    r = fg.fit(m, x, y, stop=fg.stop.MaxSteps(3))
+    fig = plt.figure()
+    try:
+        with pytest.raises(TypeError, match="ax: expected a matplotlib Axes .* got Figure"):
+            r.plot(ax=fig)
+    finally:
+        plt.close(fig)
+    with pytest.raises(TypeError, match="runs: expected a dict {label: FitResult}, got list"):
+        plotting.plot_runs([r])
+    with pytest.raises(TypeError, match="runs: .* got a dict of History"):
+        plotting.plot_runs({"a": r.history})
+    with pytest.raises(TypeError, match="history: expected a fastgrad History"):
+        plotting.history_to_dataframe(r)
+
+
+def test_one_axes_leaves_a_gap_where_the_loss_is_0():
+    mpl = pytest.importorskip("matplotlib")
+    mpl.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layer = fg.Dense(1, use_bias=False)
+    layer.set_weights([np.array([[2.0]])])
+    # x = y = 1, w0 = 2, lr 0.25: w halves its distance to 1 each step until it is exactly 1
+    r = fg.fit(layer, [[1.0]], [1.0], optimizer=fg.SGD(0.25), stop=fg.stop.MaxSteps(40))
+    assert (r.history.loss == 0).any() and (r.history.loss[:5] > 0).all()
+    fig, ax = plt.subplots()
+    try:
+        r.plot(ax=ax)
+        assert ax.get_yscale() == "log"
+        scale = ax.yaxis.get_transform()
+        assert scale._clip is False  # nonpositive="mask": a 0 is left out, not clipped to the bottom
+    finally:
+        plt.close(fig)
+
+
+def test_walkthrough_run_takes_a_name_or_names():
+    from fastgrad import walkthrough
+
+    assert [e.id for e in walkthrough.run("e1")] == ["E1"]
+    with pytest.raises(TypeError, match="ids: expected experiment names such as 'E4', got 4"):
+        walkthrough.run([4])
+    with pytest.raises(ValueError, match="steps: expected a positive int"):
+        walkthrough.e6(steps=0)
+
+
+def test_batch_stream_bounds_n():
+    with pytest.raises(ValueError, match=r"n: expected at most 2\*\*48"):
+        fg.BatchStream(2**70, 1, "random", 0)
+
+
+def test_record_weights_takes_numpy_bools():
+    m, x, y = e1()
+    on = fg.fit(m, x, y, record_weights=np.True_, stop=fg.stop.MaxSteps(3))
+    off = fg.fit(m, x, y, record_weights=np.False_, stop=fg.stop.MaxSteps(3))
+    assert on.history.weights[0].shape == (4, 1, 1) and off.history.weights is None

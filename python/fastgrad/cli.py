@@ -226,10 +226,6 @@ def _stop_rule(text: str):
             raise argparse.ArgumentTypeError(f"{text!r}: {what} must be a positive integer, got {s!r}") from None
         if v <= 0:
             raise argparse.ArgumentTypeError(f"{text!r}: {what} must be a positive integer, got {s!r}")
-        if v > stop.MAX_COUNT:
-            raise argparse.ArgumentTypeError(
-                f"{text!r}: {what} must be at most {stop.MAX_COUNT:,}, got {s!r}"
-            )
         return v
 
     if name == "loss-delta":
@@ -827,19 +823,15 @@ def read_csv(path: Path) -> Tuple[List[str], np.ndarray]:
         raise CliError(f"{name}: is a directory, expected a CSV file")
     header: Optional[List[str]] = None
     rows: List[List[float]] = []
-    comments = False  # whether a '#' line came before the header
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.reader(fh)
             for cells in reader:
                 line = reader.line_num
-                if not cells or all(not c.strip() for c in cells):
-                    continue
-                if cells[0].lstrip().startswith("#"):
-                    comments = True
+                if not cells or all(not c.strip() for c in cells) or cells[0].lstrip().startswith("#"):
                     continue
                 if header is None:
-                    header = _header(f"{name} line {line}", cells, comments)
+                    header = _header(f"{name} line {line}", cells)
                     continue
                 if len(cells) != len(header):
                     raise CliError(
@@ -873,7 +865,7 @@ def read_csv(path: Path) -> Tuple[List[str], np.ndarray]:
     if header is None:
         raise CliError(f"{name}: the file is empty; expected a header row and rows of numbers")
     if not rows:
-        raise CliError(f"{name}: has a header but no data rows")
+        raise CliError(f"{name}: has a header but no data rows{_no_header_hint(header)}")
     return header, np.asarray(rows, dtype=np.float64)
 
 
@@ -885,9 +877,9 @@ def _is_number(text: str) -> bool:
     return True
 
 
-def _header(where: str, cells: Sequence[str], after_comments: bool) -> List[str]:
+def _header(where: str, cells: Sequence[str]) -> List[str]:
     """The column names of a header row (``where``: 'FILE line N'), or CliError: a name that is
-    empty or repeated, or a row of numbers only (a file without a header)."""
+    empty or repeated.  (Names may be numbers: pandas writes 0,1,2,... for unnamed columns.)"""
     header = [c.strip() for c in cells]
     for j, h in enumerate(header):
         if not h:
@@ -895,12 +887,15 @@ def _header(where: str, cells: Sequence[str], after_comments: bool) -> List[str]
     dup = sorted({h for h in header if header.count(h) > 1})
     if dup:
         raise CliError(f"{where}: duplicate column name {dup[0]!r} in the header")
-    if all(_is_number(h) for h in header):
-        note = (" (lines starting with '#' are skipped as comments, so a header written as '# x,y' is not read)"
-                if after_comments else "")
-        raise CliError(f"{where}: the first row holds only numbers; a header row with column names is required, "
-                       f"e.g. x1,x2,y{note}")
     return header
+
+
+def _no_header_hint(header: Sequence[str]) -> str:
+    """A hint for a file whose first row is data, read as the header: '' unless every name is a number."""
+    if not all(_is_number(h) for h in header):
+        return ""
+    return ("; the first row holds only numbers: does the file have a header row with column names? (lines "
+            "starting with '#' are skipped as comments, so np.savetxt's '# x,y' header is not read)")
 
 
 def _separator_hint(header: Sequence[str]) -> str:
@@ -912,7 +907,13 @@ def _separator_hint(header: Sequence[str]) -> str:
 
 
 def _same_file(a: Path, b: Path) -> bool:
-    """Whether ``a`` and ``b`` name one file: the same resolved path, or one file under two names."""
+    """Whether ``a`` and ``b`` name one file: the same resolved path, or one file under two names.
+    A device (/dev/null) is never one: what is written to it is not kept."""
+    try:
+        if a.exists() and not a.is_file() and not a.is_dir():
+            return False
+    except OSError:
+        pass
     try:
         if a.exists() and b.exists() and os.path.samefile(a, b):
             return True
@@ -949,6 +950,8 @@ def _plot_formats() -> List[str]:
 def _plot_name(value: str) -> str:
     """--plot's file name, '.png' added when it has no extension (as matplotlib would add it);
     CliError for an extension that is not a figure format."""
+    if Path(value).is_dir():
+        raise CliError(f"--plot: {value!r} is a directory; expected a file name")
     ext = Path(value).suffix[1:].lower()
     if not ext:
         return value + ".png"
@@ -969,10 +972,10 @@ def _train_outputs(args: argparse.Namespace, data: Path) -> Dict[str, Path]:
     Each must be writable (:func:`_check_output`), --plot's a figure format, and no two the same file.
     """
     values = {option: getattr(args, option[2:]) for option in _OUTPUTS}
-    outputs = {option: _check_output(option, v, data) for option, v in values.items() if v is not None}
-    if "--plot" in outputs:
+    if values["--plot"] is not None:
         _need_matplotlib("--plot")
-        outputs["--plot"] = _check_output("--plot", _plot_name(args.plot), data)
+        values["--plot"] = _plot_name(values["--plot"])
+    outputs = {option: _check_output(option, v, data) for option, v in values.items() if v is not None}
     options = list(outputs)
     for i, a in enumerate(options):
         for b in options[:i]:
@@ -1001,7 +1004,11 @@ def _available_memory() -> Optional[int]:
         cgroup = Path("/sys/fs/cgroup")
         limit = (cgroup / "memory.max").read_text().strip()
         if limit != "max":
-            found.append(int(limit) - int((cgroup / "memory.current").read_text()))
+            used = int((cgroup / "memory.current").read_text())
+            for line in (cgroup / "memory.stat").read_text().splitlines():
+                if line.startswith("inactive_file "):  # page cache the kernel reclaims on demand
+                    used -= int(line.split()[1])
+            found.append(int(limit) - used)
     except (OSError, ValueError):
         pass
     return min(found) if found else None
@@ -1012,16 +1019,22 @@ def _size(n: float) -> str:
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
-def _check_model_size(spec: Sequence[Tuple[int, str]], features: int, rows: int, dtype: str, options: str) -> None:
+def _check_model_size(spec: Sequence[Tuple[int, str]], features: int, rows: int, batch: Optional[int], dtype: str,
+                      options: str) -> None:
     """Refuse (CliError on ``options``, the ones that set the sizes) a model of more than
-    MAX_PARAMS parameters, or one that would not fit in the memory available: about 4 copies of
-    the parameters (the weights, the gradients, the initial and the final weights) and 3 of every
-    layer's outputs on ``rows`` rows."""
+    MAX_PARAMS parameters, or one that would not fit in the memory available: 4 copies of the
+    parameters (the weights, the gradients, the initial and the final weights), and the larger
+    of a step's scratch (every layer's output and gradient on a batch of ``batch`` rows, all
+    ``rows`` for full batch) and the final loss's pass over all ``rows`` (two layers' outputs at
+    a time)."""
     params = _n_params(spec, features)
     model = f"{_describe_layers(spec)} on {features} inputs"
     if params > MAX_PARAMS:
         raise CliError(f"{options}: {model} has {params:,} parameters; at most {MAX_PARAMS:,} are supported")
-    need = np.dtype(dtype).itemsize * (4 * params + 3 * rows * sum(u for u, _ in spec))
+    widths = [features] + [u for u, _ in spec]
+    step = (rows if batch is None else batch) * (2 * sum(widths[1:]) + widths[0] + widths[-1])
+    final = rows * max(a + b for a, b in zip(widths, widths[1:]))
+    need = np.dtype(dtype).itemsize * (4 * params + max(step, final))
     free = _available_memory()
     if free is not None and need > free:
         raise CliError(f"{options}: {model} and {rows} rows needs about {_size(need)} of memory ({params:,} "
@@ -1073,7 +1086,7 @@ def _split(header: List[str], table: np.ndarray, target: str, data: Path, dtype:
     feature, or values too large for ``dtype``."""
     if target not in header:
         raise CliError(f"{str(data)}: no column {target!r}; the columns are: {', '.join(header)}"
-                       f"{_separator_hint(header)}")
+                       f"{_separator_hint(header)}{_no_header_hint(header)}")
     ti = header.index(target)
     features = [h for j, h in enumerate(header) if j != ti]
     if not features:
@@ -1223,7 +1236,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     scaling: Dict[str, Any] = {}
     if args.normalize == "minmax":
         x, y, scaling = _minmax(header, table, args.target)
-    _check_model_size(spec, x.shape[1], n, args.dtype, "--layers")
+    _check_model_size(spec, x.shape[1], n, args.batch_size, args.dtype, "--layers")
 
     rules = list(args.stop)
     total = _max_steps(rules)
@@ -1308,7 +1321,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     import fastgrad as fg
 
     spec = args.layers
-    _check_model_size(spec, args.features, args.batch, args.dtype, "--layers, --features, --batch")
+    _check_model_size(spec, args.features, args.batch, None, args.dtype, "--layers, --features, --batch")
     rng = np.random.default_rng(args.seed)
     model = fg.Sequential([fg.Dense(u, a, dtype=args.dtype) for u, a in spec], seed=args.seed)
     model.build(args.features)

@@ -16,7 +16,7 @@ def minmax(a) -> np.ndarray:
     """``(a - min) / (max - min)`` per column (for a 1-D array, over the whole array).
 
     Returns float64 unless ``a`` is float32.  A constant column has no range to scale by and
-    raises ValueError, as do NaN/inf and empty input.
+    raises ValueError, as do a range too large for the dtype, NaN/inf and empty input.
     """
     arr = np.asarray(a)
     if arr.dtype.kind not in "biuf":
@@ -28,10 +28,16 @@ def minmax(a) -> np.ndarray:
     arr = arr.astype(np.float32 if arr.dtype == np.float32 else np.float64)
     check_finite("a", arr)
     lo, hi = arr.min(axis=0), arr.max(axis=0)
+    where = "" if arr.ndim == 1 else "column(s) {} "
     if np.any(hi == lo):
         cols = np.flatnonzero(np.atleast_1d(hi == lo)).tolist()
-        raise ValueError(f"a: constant column(s) {cols}: max == min, nothing to scale by")
-    return (arr - lo) / (hi - lo)
+        raise ValueError(f"a: {where.format(cols)}constant: max == min, nothing to scale by")
+    with np.errstate(over="ignore"):
+        span = hi - lo
+    if not np.isfinite(span).all():
+        cols = np.flatnonzero(~np.isfinite(np.atleast_1d(span))).tolist()
+        raise ValueError(f"a: {where.format(cols)}range max - min overflows {arr.dtype}; divide by a power of ten first")
+    return (arr - lo) / span
 
 
 def e1_data() -> Tuple[np.ndarray, np.ndarray]:

@@ -13,15 +13,16 @@ from .layers import check_chain, check_params, layers_of
 __all__ = ["value_and_grad", "prepare"]
 
 
-def prepare(model, x, y, build: bool = True):
+def prepare(model, x, y, build: bool = True, writeable: bool = False):
     """Validate ``(x, y)`` for ``model`` and (with ``build``) build it if needed.
 
+    ``writeable``: the parameters must be writeable too (fit updates them).
     Returns ``(layers, x, y)`` with ``x``, ``y`` C-contiguous in the model's dtype, ``y`` 2-D.
     Raises ValueError/TypeError, naming the argument, before anything changes (also for a
     model whose parameters were assigned directly and are not what the kernels take).
     """
     layers = layers_of(model)
-    check_params(layers)  # parameters assigned directly (layer.kernel = ...) are checked here
+    check_params(layers, writeable)  # parameters assigned directly (layer.kernel = ...) are checked here
     check_chain(layers)
     x, y = data(x, y, layers[0].dtype, outputs=layers[-1].units)
     kernel = layers[0].kernel  # fit's fixed cost: attributes, not the built/input_dim properties

@@ -70,6 +70,11 @@ class Dense:
         state.pop("_fit_net", None)
         return state
 
+    def __setstate__(self, state: dict) -> None:
+        if "activation" in state:  # pickled before activation became read-only
+            state["_activation"] = state.pop("activation")
+        self.__dict__.update(state)
+
     @property
     def activation(self) -> str:
         """"linear" or "relu" (fixed when the layer is made)."""
@@ -143,15 +148,8 @@ class Dense:
         self._assign(self._checked(list(weights), self.input_dim, ""))
 
     def _assign(self, arrays: List[np.ndarray]) -> None:
-        # into the arrays the layer has, when they fit: a run in progress (set_weights from a
-        # callback) holds them, and goes on from the new values
-        new = arrays + [None] * (2 - len(arrays))
-        for name, a in zip(("kernel", "bias"), new):
-            old = getattr(self, name)
-            if a is not None and fits(old, a.shape, self.dtype):
-                np.copyto(old, a)
-            else:
-                setattr(self, name, a)
+        self.kernel = arrays[0]
+        self.bias = arrays[1] if self.use_bias else None
 
     # -- calling --------------------------------------------------------------------------
     def __call__(self, x) -> np.ndarray:
@@ -280,12 +278,13 @@ class Sequential:
 Model = Union[Dense, Sequential]
 
 
-def fits(a, shape: tuple, dtype: np.dtype) -> bool:
-    """Whether ``a`` is a writeable C-contiguous array of ``shape`` and ``dtype`` (what the kernels write into)."""
+def fits(a, shape: tuple, dtype: np.dtype, writeable: bool = True) -> bool:
+    """Whether ``a`` is a C-contiguous array of ``shape`` and ``dtype`` (writeable, when asked):
+    what the kernels read (and training writes into)."""
     if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
         return False
     flags = a.flags
-    return flags.c_contiguous and flags.writeable
+    return flags.c_contiguous and (flags.writeable or not writeable)
 
 
 def check_chain(layers: Sequence[Dense]) -> None:
@@ -298,23 +297,24 @@ def check_chain(layers: Sequence[Dense]) -> None:
             )
 
 
-def check_params(layers: Sequence[Dense]) -> None:
+def check_params(layers: Sequence[Dense], writeable: bool = True) -> None:
     """The parameters of built layers are what the kernels take (they may have been assigned
-    directly, as ``layer.kernel = ...``): TypeError naming the first that is not."""
+    directly, as ``layer.kernel = ...``), and writeable when training is to update them:
+    TypeError naming the first that is not."""
     for i, layer in enumerate(layers):
         k, b = layer.kernel, layer.bias
         if k is None:
             continue
         # the common case in a few attribute reads (fit's fixed cost): then the full check
-        if (type(k) is np.ndarray and k.ndim == 2 and k.flags.writeable and k.flags.c_contiguous
+        if (type(k) is np.ndarray and k.ndim == 2 and (k.flags.writeable or not writeable) and k.flags.c_contiguous
                 and k.dtype is layer.dtype and k.shape[1] == layer.units
-                and (b is None if not layer.use_bias else type(b) is np.ndarray and b.flags.writeable
+                and (b is None if not layer.use_bias else type(b) is np.ndarray and (b.flags.writeable or not writeable)
                      and b.flags.c_contiguous and b.dtype is layer.dtype and b.shape == (layer.units,))):
             continue
-        _check_layer_params(i, layer, len(layers))
+        _check_layer_params(i, layer, len(layers), writeable)
 
 
-def _check_layer_params(i: int, layer: Dense, count: int) -> None:
+def _check_layer_params(i: int, layer: Dense, count: int, writeable: bool) -> None:
     where = "" if count == 1 else f"layers[{i}]."
     k = layer.kernel
     rows = k.shape[0] if isinstance(k, np.ndarray) and k.ndim == 2 else "input_dim"
@@ -322,15 +322,16 @@ def _check_layer_params(i: int, layer: Dense, count: int) -> None:
     if layer.use_bias or layer.bias is not None:
         checks.append(("bias", layer.bias, (layer.units,)))
     for name, a, shape in checks:
-        if not fits(a, shape, layer.dtype) or not layer.use_bias and name == "bias":
-            raise TypeError(f"{where}{name}: expected {_expected(layer, name, shape)}, got {_described(a)}; "
-                            "set_weights converts")
+        if not fits(a, shape, layer.dtype, writeable) or not layer.use_bias and name == "bias":
+            raise TypeError(f"{where}{name}: expected {_expected(layer, name, shape, writeable)}, "
+                            f"got {_described(a)}; set_weights converts")
 
 
-def _expected(layer: Dense, name: str, shape: tuple) -> str:
+def _expected(layer: Dense, name: str, shape: tuple, writeable: bool) -> str:
     if name == "bias" and not layer.use_bias:
         return "None (the layer has use_bias=False)"
-    return f"a writeable C-contiguous {layer.dtype.name} array of shape {shape}"
+    shown = "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
+    return f"a {'writeable ' if writeable else ''}C-contiguous {layer.dtype.name} array of shape {shown}"
 
 
 def _described(a) -> str:

@@ -66,7 +66,8 @@ def _prepare(optional: Tuple[str, ...] = (), **named) -> Tuple[np.ndarray, ...]:
     vals = tuple(named.values())
     first = next((v for v in vals if v is not None), None)
     if isinstance(first, np.ndarray) and first.dtype in _FLOATS and all(
-        v is None or (type(v) is np.ndarray and v.dtype == first.dtype and v.flags.c_contiguous) for v in vals
+        (type(v) is np.ndarray and v.dtype == first.dtype and v.flags.c_contiguous) or (v is None and k in optional)
+        for k, v in named.items()
     ):
         return vals  # already what the kernels take: no conversion, no copy
     raw = {k: (None if v is None and k in optional else _coerce(k, v)) for k, v in named.items()}
@@ -91,7 +92,7 @@ def dense_backward(
     """
     act = activation_code(activation)
     for name, flag in (("use_bias", use_bias), ("need_dx", need_dx)):
-        if not isinstance(flag, (bool, np.bool_)):
+        if not isinstance(flag, (bool, np.bool_)) and not (isinstance(flag, numbers.Integral) and flag in (0, 1)):
             raise TypeError(f"{name}: expected True or False, got {flag!r}")
     dy, x, kernel, y = _prepare(dy=dy, x=x, kernel=kernel, y=y)
     return _core.dense_backward(dy, x, kernel, y, bool(use_bias), act, bool(need_dx))

@@ -88,11 +88,13 @@ def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None)
     start = result.initial_weights if initial_weights is None else list(initial_weights)
     if len(start) != len(result.initial_weights):
         raise ValueError(f"initial_weights: expected {len(result.initial_weights)} arrays, got {len(start)}")
-    start = [np.asarray(w, dtype=dtype) for w in start]
+    from ._validation import as_array, check_finite, data
+
+    start = [as_array(f"initial_weights[{j}]", w, dtype) for j, w in enumerate(start)]
     for j, (w, ref) in enumerate(zip(start, result.initial_weights)):
         if w.shape != ref.shape:
             raise ValueError(f"initial_weights[{j}]: expected shape {ref.shape}, got {w.shape}")
-    from ._validation import data
+        check_finite(f"initial_weights[{j}]", w)
 
     x, y = data(x, y, dtype, outputs=result.initial_weights[-2 if spec[-1][1] else -1].shape[-1])
     n = result.samples

@@ -18,6 +18,7 @@ stays readable; a step where the run diverged is marked.
 
 from __future__ import annotations
 
+import collections.abc
 from typing import TYPE_CHECKING, Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
@@ -133,6 +134,12 @@ def plot_runs(
 
     Returns the Figure.
     """
+    from .training import FitResult, History
+
+    if not isinstance(runs, collections.abc.Mapping) or not all(isinstance(r, FitResult) for r in runs.values()):
+        raise TypeError("runs: expected a dict {label: FitResult}, got " + _kind(runs))
+    if extra is not None and (not isinstance(extra, collections.abc.Mapping) or not all(isinstance(h, History) for h in extra.values())):
+        raise TypeError("extra: expected a dict {label: History}, got " + _kind(extra))
     Figure = _matplotlib()
     if axes is None:
         fig = Figure(figsize=FIGSIZE, dpi=DPI)
@@ -140,9 +147,10 @@ def plot_runs(
         # fixed margins: a layout engine would double the drawing time of every figure
         fig.subplots_adjust(left=0.11, right=0.97, bottom=0.07, top=0.93, hspace=0.12)
     else:
-        axes = list(axes)
+        axes = list(np.ravel(axes)) if isinstance(axes, np.ndarray) else list(axes)
         if len(axes) != 3:
             raise ValueError(f"axes: expected 3 Axes (loss, gradient norm, weights), got {len(axes)}")
+        _check_axes("axes", axes)
         fig = axes[0].figure
     ax_loss, ax_norm, ax_w = axes
     extra = dict(extra or {})
@@ -230,6 +238,21 @@ def plot_runs(
     return fig
 
 
+def _kind(v) -> str:
+    """What ``v`` is, for a message: its type, and for a dict the type of its first value."""
+    if isinstance(v, collections.abc.Mapping) and v:
+        return f"a dict of {type(next(iter(v.values()))).__name__}"
+    return type(v).__name__
+
+
+def _check_axes(name: str, axes: Sequence[Any]) -> None:
+    """TypeError unless every item is a matplotlib Axes (anything with .plot and .figure)."""
+    for a in axes:
+        if not (hasattr(a, "plot") and hasattr(a, "figure") and hasattr(a, "set_yscale")):
+            raise TypeError(f"{name}: expected a matplotlib Axes (or three: loss, gradient norm, weights), "
+                            f"got {type(a).__name__}")
+
+
 def plot_result(result: "FitResult", ax=None):
     """Plot a run's loss, gradient norm and weights per step; returns the matplotlib Figure.
 
@@ -245,9 +268,8 @@ def plot_result(result: "FitResult", ax=None):
     if not isinstance(result, FitResult):
         raise TypeError(f"result: expected the FitResult returned by fastgrad.fit, got {type(result).__name__}")
     _matplotlib()
-    title = (
-        f"{result.steps} steps, stopped by {result.stopped_by}; final loss {result.final_loss:.4g}"
-    )
+    loss = result._final_loss_or_none()
+    title = f"{result.steps} steps, stopped by {result.stopped_by}" + ("" if loss is None else f"; final loss {loss:.4g}")
     if ax is None:
         import matplotlib.pyplot as plt
 
@@ -256,11 +278,12 @@ def plot_result(result: "FitResult", ax=None):
         return plot_runs({"run": result}, title=title, axes=axes)
     if isinstance(ax, (list, tuple, np.ndarray)):
         return plot_runs({"run": result}, title=title, axes=list(np.ravel(ax)))
+    _check_axes("ax", [ax])
     h = result.history
     steps = np.arange(1, len(h.loss) + 1)
     ax.plot(steps, _finite(h.loss), lw=1.2)
     if _wants_log([h.loss]):
-        ax.set_yscale("log")
+        ax.set_yscale("log", nonpositive="mask")  # a loss of exactly 0 is a gap, as in plot_runs
     ax.set_xlabel("step")
     ax.set_ylabel("loss (MSE of the step's batch)")
     ax.set_title(title)
@@ -280,6 +303,10 @@ def history_to_dataframe(history: "History"):
     Needs pandas; raises ImportError naming ``pip install pandas`` otherwise.
     Meant to be attached as ``History.to_dataframe``.
     """
+    from .training import History
+
+    if not isinstance(history, History):
+        raise TypeError(f"history: expected a fastgrad History (result.history), got {type(history).__name__}")
     try:
         import pandas as pd
     except ImportError as e:

@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass, field
-from math import isfinite
+from math import gcd, isfinite
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -45,6 +45,8 @@ __all__ = [
 DEFAULT_MAX_STEPS = 10_000
 
 SAMPLINGS = ("random", "shuffle")
+#: the most samples BatchStream draws from (a shuffle keeps a permutation of all of them)
+MAX_SAMPLES = 2**48
 _SIGINT = int(_signal.SIGINT)
 
 
@@ -95,7 +97,8 @@ class History:
         return len(self.loss)
 
     def to_dataframe(self):
-        """One row per step: step, loss, grad_norm (and the batch indices); needs pandas."""
+        """One row per step: loss, grad_norm, the batch indices (minibatch runs) and each recorded
+        weight element after the step; needs pandas (see fastgrad.plotting.history_to_dataframe)."""
         from .plotting import history_to_dataframe
 
         return history_to_dataframe(self)
@@ -110,9 +113,10 @@ class FitResult:
     steps : the number of updates made.
     final_loss : MSE on all of (x, y) at the final weights (computed on first access, from a
         copy of the final weights: a full pass over the data is paid only when asked for).
-        Data of up to 8 MiB is copied for it; larger data is kept by reference, so change it
-        only after reading final_loss (a change to the 4,096 elements of each array that are
-        sampled raises a RuntimeError; a change elsewhere is not seen).
+        Data of up to 4,096 elements (x and y together) is copied for it; larger data is kept
+        by reference, so change it only after reading final_loss (a change to the 4,096
+        elements of each array that are sampled, spread over every column, raises a
+        RuntimeError; a change elsewhere is not seen).
     final_weights : copies of the weights the run ended with (get_weights() order).
     history : a :class:`History`.
     divergence : the divergence message, when ``stopped_by == "diverged"``.
@@ -145,8 +149,17 @@ class FitResult:
             self._data = None  # the data is no longer held once the loss is known
         return self._final_loss
 
+    def _final_loss_or_none(self) -> Optional[float]:
+        """final_loss, or None when it cannot be computed (the data changed since the run)."""
+        try:
+            return self.final_loss
+        except RuntimeError:
+            return None
+
     def __repr__(self) -> str:
-        return (f"FitResult(stopped_by={self.stopped_by!r}, steps={self.steps}, final_loss={self.final_loss!r}, "
+        loss = self._final_loss_or_none()
+        shown = "? (the data changed since the run)" if loss is None else repr(loss)
+        return (f"FitResult(stopped_by={self.stopped_by!r}, steps={self.steps}, final_loss={shown}, "
                 f"loop={self.loop!r}, seconds={self.seconds:.3g})")
 
     def plot(self, ax=None):
@@ -156,35 +169,45 @@ class FitResult:
         return plot_result(self, ax=ax)
 
 
-# FitResult.final_loss needs the (x, y) the run trained on.  Up to KEEP_COPY_BYTES (x and y
-# together) fit keeps a copy, which later changes to the caller's arrays cannot reach.  Larger
-# data is kept by reference (a copy would cost more than many runs), with KEEP_SAMPLE elements of
-# each array spread over it, to see a change.  The kept data is a tuple (x, y, sample or None):
-# this is part of every fit's fixed cost.
-KEEP_COPY_BYTES = 8 << 20
+# FitResult.final_loss needs the (x, y) the run trained on.  Small data (up to KEEP_COPY_ELEMENTS
+# elements in x and y together, the walkthrough's sizes) is copied: later changes to the caller's
+# arrays cannot reach the copy.  Larger data is kept by reference (a copy would cost memory and
+# time on every run: a sweep keeps many results), with at most KEEP_SAMPLE elements of each array,
+# spread over every column, to see a change.  The kept data: a tuple (x, y, sample or None).
+KEEP_COPY_ELEMENTS = 4096
 KEEP_SAMPLE = 4096
 
 
 def _keep_data(x: np.ndarray, y: np.ndarray) -> tuple:
-    if x.nbytes + y.nbytes <= KEEP_COPY_BYTES:
+    if x.size + y.size <= KEEP_COPY_ELEMENTS:
         return x.copy(), y.copy(), None
     return x, y, _data_sample(x, y)
+
+
+def _sample_stride(size: int, width: int) -> int:
+    """A stride that takes at most KEEP_SAMPLE elements of ``size`` and visits every one of the
+    ``width`` columns (a stride sharing a factor with the width would skip some)."""
+    stride = max(1, -(-size // KEEP_SAMPLE))
+    while stride > 1 and gcd(stride, width) != 1:
+        stride += 1
+    return stride
 
 
 def _data_sample(x: np.ndarray, y: np.ndarray) -> Tuple[bytes, bytes]:
     out = []
     for a in (x, y):
         flat = a.reshape(-1)  # a view: fit's arrays are C-contiguous
-        out.append(flat[:: max(1, flat.size // KEEP_SAMPLE)].tobytes())
+        out.append(flat[:: _sample_stride(flat.size, a.shape[-1])].tobytes())
     return out[0], out[1]
 
 
 def _kept_data(kept: tuple) -> Tuple[np.ndarray, np.ndarray]:
-    x, y, sample = kept
+    x, y, sample = kept if len(kept) == 3 else (*kept, None)  # (x, y): a result pickled before samples
     if sample is not None and _data_sample(x, y) != sample:
         raise RuntimeError(
-            "final_loss: x or y changed after fit returned, and data over 8 MiB is not copied; "
-            "read final_loss before changing them (or compute the loss with fastgrad.value_and_grad)"
+            "final_loss: x or y changed after fit returned (data of more than "
+            f"{KEEP_COPY_ELEMENTS} elements is not copied); read final_loss before changing them, "
+            "or compute the loss with fastgrad.value_and_grad"
         )
     return x, y
 
@@ -212,6 +235,8 @@ class BatchStream:
 
     def __init__(self, n: int, batch_size: int, sampling: str, seed: int) -> None:
         n = positive_int("n", n)
+        if n > MAX_SAMPLES:
+            raise ValueError(f"n: expected at most 2**48 samples, got {n}")
         batch_size = positive_int("batch_size", batch_size)
         if batch_size > n:
             raise ValueError(f"batch_size: expected at most n = {n}, got {batch_size}")
@@ -323,6 +348,8 @@ def _check_rule_values(i: int, r) -> None:
 
 def _check_record(record_weights) -> int:
     """0: no recording; k: every k steps (True means 1)."""
+    if isinstance(record_weights, np.bool_):
+        record_weights = bool(record_weights)
     if record_weights is False or record_weights is None:
         return 0
     if record_weights is True:
@@ -390,7 +417,7 @@ def fit(
         optimizer = SGD()
     if not isinstance(optimizer, SGD):
         raise TypeError(f"optimizer: expected fastgrad.SGD, got {type(optimizer).__name__}")
-    lr = optimizer.learning_rate
+    lr = positive_float("optimizer.learning_rate", optimizer.learning_rate)  # it may have been changed
     _check_sampling(sampling)
     batch_size = positive_int("batch_size", batch_size, allow_none=True)
     rules = _check_rules(stop)
@@ -410,7 +437,7 @@ def fit(
     if loop == "native" and native is None:
         raise ValueError("loop: 'native' runs only the built-in stopping rules and no callbacks")
     use_native = native is not None and loop != "python"
-    layers, x, y = prepare(model, x, y, build=False)
+    layers, x, y = prepare(model, x, y, build=False, writeable=True)
     _check_lr_in(lr, layers[0].dtype)
     n = x.shape[0]
     if batch_size is not None and batch_size > n:
@@ -555,6 +582,27 @@ class _Records:
         return h
 
 
+def _param_slots(layers, params) -> List[Tuple[dict, str, np.ndarray]]:
+    """(the layer's __dict__, "kernel" | "bias", the run's array) for every parameter, in
+    get_weights() order (a dict lookup per step is what the Python loop can afford)."""
+    names = [(layer, name) for layer in layers for name in (("kernel", "bias") if layer.use_bias else ("kernel",))]
+    return [(vars(layer), name, p) for (layer, name), p in zip(names, params)]
+
+
+def _adopt_replaced(slots) -> None:
+    """A callback or rule may replace a layer's parameters (set_weights) during the Python loop:
+    copy the new values into the arrays the run updates, and give those back to the layer, so
+    that the run goes on from the new values and the model keeps the run's arrays."""
+    for d, name, p in slots:
+        a = d[name]
+        if a is not p:
+            if not isinstance(a, np.ndarray) or a.shape != p.shape:
+                raise ValueError(f"{name}: replaced during the run by {type(a).__name__} {getattr(a, 'shape', '')}; "
+                                 f"expected shape {p.shape} (use set_weights)")
+            np.copyto(p, a, casting="same_kind")
+            d[name] = p
+
+
 def _python_loop(net, x, y, stream, lr, rules, callbacks, rec: _Records, names, model):
     """The reference loop, one compiled step per iteration.  Returns (stopped_by, divergence)."""
     losses: List[float] = []
@@ -568,6 +616,7 @@ def _python_loop(net, x, y, stream, lr, rules, callbacks, rec: _Records, names, 
     step_fn = net.step
     every = rec.every
     StepState = _stop.StepState
+    slots = _param_slots(layers_of(model), params)
     try:
         with _SigintFlag() as sigint:
             while True:
@@ -603,6 +652,7 @@ def _python_loop(net, x, y, stream, lr, rules, callbacks, rec: _Records, names, 
                     if r(state):
                         stopped_by = _stop.rule_name(r)
                         break
+                _adopt_replaced(slots)
                 if stopped_by is not None:
                     break
                 prev_loss = loss

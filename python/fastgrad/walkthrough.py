@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -44,20 +44,38 @@ def max_deviation(result: FitResult, tf_history, y) -> Dict[str, float]:
     a loss is a small difference of large numbers (or reaches 0, as noise-free data allows)
     this ratio measures rounding in the cancellation, not disagreement between the two; it is
     not a useful bound in float32 (nor, near 0, in float64).
+
+    Only the steps where both runs are finite are compared (a run that diverged, up to where it
+    did); a figure with no such step is NaN, never 0.  ``tf_history`` must have the run's steps
+    (``fastgrad.oracle.replay(result, x, y)``), and its weights when the run recorded them.
     """
     tiny = np.finfo(np.float64).tiny
-    ours, theirs = np.asarray(result.history.loss), np.asarray(tf_history.loss)
+    ours, theirs = np.asarray(result.history.loss, np.float64), np.asarray(tf_history.loss, np.float64)
+    if ours.shape != theirs.shape:
+        raise ValueError(f"tf_history: expected the run's {len(ours)} steps, got {len(theirs)}")
+    if result.history.weights is not None and tf_history.weights is None:
+        raise ValueError("tf_history: expected recorded weights, as the run has (oracle.replay records them)")
     y = np.asarray(y, dtype=np.float64)
     out = {"loss": 0.0, "loss_strict": 0.0, "weights": 0.0}
+    both = np.isfinite(ours) & np.isfinite(theirs)
     if len(ours):
-        out["loss"] = float(np.abs(np.sqrt(ours) - np.sqrt(theirs)).max() / max(np.sqrt(np.mean(y**2)), tiny))
-        out["loss_strict"] = float((np.abs(ours - theirs) / np.maximum(np.abs(theirs), tiny)).max())
+        if not both.any():
+            out["loss"] = out["loss_strict"] = float("nan")
+        else:
+            o, t = ours[both], theirs[both]
+            out["loss"] = float(np.abs(np.sqrt(o) - np.sqrt(t)).max() / max(np.sqrt(np.mean(y**2)), tiny))
+            out["loss_strict"] = float((np.abs(o - t) / np.maximum(np.abs(t), tiny)).max())
     if result.history.weights is not None:
         rows = result.history.weight_steps
         for w_ours, w_tf in zip(result.history.weights, tf_history.weights):
-            scale = max(float(np.abs(w_tf).max()), tiny)
-            diff = np.abs(w_ours.astype(np.float64) - w_tf[rows].astype(np.float64)).max()
-            out["weights"] = max(out["weights"], float(diff / scale))
+            a = w_ours.reshape(len(w_ours), -1).astype(np.float64)
+            b = w_tf[rows].reshape(len(rows), -1).astype(np.float64)
+            fine = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+            if not fine.any():
+                out["weights"] = float("nan")
+                break
+            scale = max(float(np.abs(b[fine]).max()), tiny)
+            out["weights"] = max(out["weights"], float(np.abs(a[fine] - b[fine]).max() / scale))
     return out
 
 
@@ -155,7 +173,7 @@ def e5(seed: int = 42) -> Experiment:
 def _e6_like(batch_size: int, steps: int, seed: int) -> Experiment:
     x, y = e6_data()
     model = Dense(1, seed=42)
-    r = fit(model, x, y, optimizer=SGD(0.1), batch_size=batch_size, stop=[stop.MaxSteps(steps)],
+    r = fit(model, x, y, optimizer=SGD(0.1), batch_size=batch_size, stop=[stop.MaxSteps(stop.count("steps", steps))],
             seed=seed, record_weights=True)
     ex = Experiment("", "", data={"x": x, "y": y})
     ex.results["run"] = r
@@ -213,7 +231,7 @@ def e8(seed: int = 42, model_seed: int = 0, steps: int = 1000) -> Experiment:
     """Dense(10, relu) -> Dense(1) on make_regression(10 x 10), SGD batch 1, lr 1e-4, 1000 steps."""
     x, y = e8_data()
     model = Sequential([Dense(10, "relu"), Dense(1)], seed=model_seed)
-    r = fit(model, x, y, optimizer=SGD(1e-4), batch_size=1, stop=[stop.MaxSteps(steps)], seed=seed,
+    r = fit(model, x, y, optimizer=SGD(1e-4), batch_size=1, stop=[stop.MaxSteps(stop.count("steps", steps))], seed=seed,
             record_weights=True)
     pred = model(x).ravel()
     ex = Experiment("E8", "two layers: Dense(10, relu) -> Dense(1)", data={"x": x, "y": y})
@@ -233,10 +251,14 @@ def e8(seed: int = 42, model_seed: int = 0, steps: int = 1000) -> Experiment:
 EXPERIMENTS = {"E1": e1, "E2": e2, "E3": e3, "E4": e4, "E5": e5, "E6": e6, "E7": e7, "E8": e8}
 
 
-def run(ids: Optional[List[str]] = None) -> List[Experiment]:
-    """Run the experiments named in ``ids`` (all by default), in order."""
-    ids = list(EXPERIMENTS) if ids is None else [i.upper() for i in ids]
-    for i in ids:
-        if i not in EXPERIMENTS:
+def run(ids: Union[str, Sequence[str], None] = None) -> List[Experiment]:
+    """Run the experiments named in ``ids`` (all by default; one name may be given as a string), in order."""
+    if isinstance(ids, str):
+        ids = [ids]
+    names = list(EXPERIMENTS) if ids is None else list(ids)
+    for i in names:
+        if not isinstance(i, str):
+            raise TypeError(f"ids: expected experiment names such as 'E4', got {i!r}")
+        if i.upper() not in EXPERIMENTS:
             raise ValueError(f"ids: unknown experiment {i!r}; expected some of {list(EXPERIMENTS)}")
-    return [EXPERIMENTS[i]() for i in ids]
+    return [EXPERIMENTS[i.upper()]() for i in names]
