@@ -593,6 +593,18 @@ def test_train_into_a_closed_pipe_writes_its_files(tmp_path):
     assert len((tmp_path / "h.csv").read_text().splitlines()) == 51  # the header and 50 steps
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_train_into_a_full_disk_is_an_error(tmp_path):
+    data = write_e6_csv(tmp_path / "e6.csv")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "fastgrad", "train", str(data), "--target", "y", "--no-progress",
+                               "--stop", "max-steps=5"], stdout=full, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                              env=env, timeout=TIMEOUT_S)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == ["fastgrad train: error: cannot write to stdout: No space left on device"]
+
+
 def test_train_diverging_into_a_closed_pipe_exits_1(tmp_path):
     data = write_e6_csv(tmp_path / "e6.csv")
     proc = run_into_closed_pipe("train", str(data), "--target", "y", "--lr", "10", cwd=tmp_path)

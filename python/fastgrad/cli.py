@@ -79,6 +79,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+#: what could not be written to stdout/stderr (other than to a closed pipe): reported by _run
+_OUTPUT_ERRORS: List[str] = []
+
+
 def _out(*parts: Any) -> None:
     """Print a line on stdout (see :func:`_print`)."""
     _print(sys.stdout, *parts)
@@ -100,6 +104,9 @@ def _print(stream, *parts: Any) -> None:
     try:
         print(*parts, file=stream, flush=True)
     except BrokenPipeError:
+        _silence(stream)
+    except OSError as e:  # a full disk under `> file`: say so at the end, and exit 2
+        _OUTPUT_ERRORS.append(f"cannot write to {'stdout' if stream is sys.stdout else 'stderr'}: {e.strerror or e}")
         _silence(stream)
 
 
@@ -392,14 +399,19 @@ def _run(argv: Optional[Sequence[str]]) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_OK
+    _OUTPUT_ERRORS.clear()
     try:
-        return args.func(args)
+        status = args.func(args)
     except CliError as e:
         _err(f"fastgrad {args.command}: error: {e}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         _err(f"fastgrad {args.command}: interrupted")
         return EXIT_INTERRUPTED
+    if _OUTPUT_ERRORS:  # the output is incomplete: not a success
+        _err(f"fastgrad {args.command}: error: {_OUTPUT_ERRORS[0]}")
+        return EXIT_USAGE
+    return status
 
 
 # ---------------------------------------------------------------------------------------------
