@@ -22,12 +22,15 @@ enum class Activation : int { linear = 0, relu = 1 };
 // ---------------------------------------------------------------------------------------------
 // Dense, Keras layout.  Z = X K + b   Y = act(Z)
 // Backward, given dY = dL/dY:   dZ = dY * act'(Z)   (ReLU: 1 where Z > 0, else 0 — TF's choice at 0;
-//                                                   Z > 0 exactly where Y > 0, so Y is what we keep)
+//                                                   Z > 0 exactly where Y > 0, so Y is what we keep;
+//                                                   a product, as TF's ReluGrad: a NaN or infinite
+//                                                   dY stays NaN where the mask is 0, not 0)
 //   dX = dZ K^T  (N,I)     dK = X^T dZ  (I,O)     db = sum over n of dZ[n,:]  (O)
 // ---------------------------------------------------------------------------------------------
 template <class T>
 void dense_forward(T* FG_R y, const T* FG_R x, const T* FG_R k, const T* FG_R b, std::size_t n,
                    std::size_t in, std::size_t out, Activation act) {
+    if (n == 0 || out == 0) return;  // Y is empty (and its rows or columns may be many)
     const bool blas = use_blas(n, in, out);
     if (blas) gemm(false, false, n, out, in, x, k, y);  // Y = X K
     for (std::size_t r = 0; r < n; ++r) {
@@ -58,24 +61,25 @@ void dense_forward(T* FG_R y, const T* FG_R x, const T* FG_R k, const T* FG_R b,
     }
 }
 
-// The ReLU mask and the bias gradient in one pass:  dZ = dY where Y > 0, else 0;  db = sum over
+// The ReLU mask and the bias gradient in one pass:  dZ = dY * (Y > 0);  db = sum over
 // the rows of dZ (row 0's term first, then row by row, as the plain loop below sums).  Without
 // branches (the mask of real data mispredicts half the time) and vectorised across the outputs.
 // IN_PLACE: dZ overwrites dY (read through dz; dy unused).  db may be null.
 template <bool IN_PLACE, class T>
 void relu_mask_db(T* FG_R dz, const T* FG_R dy, const T* FG_R y, T* FG_R db, std::size_t n, std::size_t out) {
+    if (out == 0) return;  // no outputs (the rows may be many)
     const T* src = IN_PLACE ? dz : dy;
     for (std::size_t r = 0; r < n; ++r) {
         T* FG_R zr = dz + r * out;
         const T* FG_R sr = src + r * out;
         const T* FG_R yr = y + r * out;
         if (!db) {
-            for (std::size_t o = 0; o < out; ++o) zr[o] = yr[o] > T(0) ? sr[o] : T(0);
+            for (std::size_t o = 0; o < out; ++o) zr[o] = sr[o] * T(yr[o] > T(0));
         } else if (r == 0) {
-            for (std::size_t o = 0; o < out; ++o) db[o] = zr[o] = yr[o] > T(0) ? sr[o] : T(0);
+            for (std::size_t o = 0; o < out; ++o) db[o] = zr[o] = sr[o] * T(yr[o] > T(0));
         } else {
             for (std::size_t o = 0; o < out; ++o) {
-                const T g = yr[o] > T(0) ? sr[o] : T(0);
+                const T g = sr[o] * T(yr[o] > T(0));
                 zr[o] = g;
                 db[o] += g;
             }
@@ -101,7 +105,7 @@ void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, cons
     // dK = X^T dZ
     if (blas) {
         gemm(true, false, in, out, n, x, g, dk);
-    } else {
+    } else if (in > 0 && out > 0) {  // (else dK is empty, however many rows)
         // sums over the rows start at row 0's term (as the forward pass's do)
         for (std::size_t i = 0; i < in; ++i) {
             const T xv = n ? x[i] : T(0);
@@ -119,7 +123,7 @@ void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, cons
         }
     }
     // db = sum_n dZ[n,:]
-    if (db && !db_done) {
+    if (db && !db_done && out > 0) {
         for (std::size_t o = 0; o < out; ++o) db[o] = n ? g[o] : T(0);
         for (std::size_t r = 1; r < n; ++r) {
             const T* FG_R gr = g + r * out;
@@ -129,7 +133,7 @@ void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, cons
     // dX = dZ K^T
     if (dx && blas) {
         gemm(false, true, n, in, out, g, k, dx);
-    } else if (dx) {
+    } else if (dx && in > 0) {
         for (std::size_t r = 0; r < n; ++r) {
             const T* FG_R gr = g + r * out;
             T* FG_R dxr = dx + r * in;

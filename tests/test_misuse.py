@@ -170,7 +170,7 @@ def test_a_prebuilt_layer_of_the_wrong_width_is_refused_at_once():
 
 
 @pytest.mark.parametrize("make, match", [
-    (lambda k: np.asfortranarray(k), "non-contiguous float32"),
+    (lambda k: np.asfortranarray(k), "Fortran-order float32"),
     (lambda k: k.astype(np.float64), "float64 array"),
     (lambda k: k.tolist(), "got list"),
 ])
@@ -495,3 +495,65 @@ def test_record_weights_takes_numpy_bools():
     on = fg.fit(m, x, y, record_weights=np.True_, stop=fg.stop.MaxSteps(3))
     off = fg.fit(m, x, y, record_weights=np.False_, stop=fg.stop.MaxSteps(3))
     assert on.history.weights[0].shape == (4, 1, 1) and off.history.weights is None
+
+
+# ---- the kernels at their edges (a third probe) --------------------------------------------------
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shift", [1, 3, 8])
+def test_sgd_update_with_g_overlapping_w_is_numpys(dtype, shift):
+    buf = np.arange(40, dtype=dtype)
+    want = buf.copy()
+    w_want, g_want = want[shift:], want[:-shift].copy()
+    change = np.abs(w_want - (w_want - 0.5 * g_want)).max()
+    w_want -= dtype(0.5) * g_want
+    got = ops.sgd_update(buf[shift:], buf[:-shift], 0.5)
+    np.testing.assert_array_equal(buf, want)
+    assert got == change
+
+
+def test_empty_arrays_with_a_huge_dimension_return_at_once():
+    # no element to compute, however many rows or columns: each call must return, not loop over
+    # 2**40 empty rows (a subprocess, so that a hang fails the test instead of stalling the run)
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\nfrom fastgrad import ops\nf = np.float32\nH = 2**40\n"
+        "assert ops.dense_forward(np.ones((H, 0), f), np.ones((0, 0), f)).shape == (H, 0)\n"
+        "assert ops.dense_forward(np.ones((H, 0), f), np.ones((0, 0), f), np.ones(0, f), 'relu').shape == (H, 0)\n"
+        "dx, dk, db = ops.dense_backward(np.ones((0, 0), f), np.ones((0, H), f), np.ones((H, 0), f), np.ones((0, 0), f))\n"
+        "assert dx.shape == (0, H) and dk.shape == (H, 0) and db.shape == (0,)\n"
+        "dx, dk, db = ops.dense_backward(np.ones((H, 0), f), np.ones((H, 0), f), np.ones((0, 0), f), "
+        "np.ones((H, 0), f), 'relu', True, False)\n"
+        "assert dx is None and dk.shape == (0, 0) and db.shape == (0,)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=EMPTY_CALLS_TIMEOUT_S)
+
+
+EMPTY_CALLS_TIMEOUT_S = 120  # four calls that do no work; minutes on a slow machine would be a loop
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_keeps_a_nan_gradient_where_the_unit_is_off(dtype):
+    # TensorFlow's ReluGrad is dy * (y > 0): NaN * 0 is NaN, as it must be for a diverged run
+    dy = np.array([[np.nan, 1.0], [np.inf, -2.0]], dtype)
+    x = np.ones((2, 1), dtype)
+    k = np.ones((1, 2), dtype)
+    y = np.array([[0.0, 3.0], [0.0, 0.0]], dtype)  # unit 0 off in both rows
+    dx, dk, db = ops.dense_backward(dy, x, k, y, "relu")
+    assert np.isnan(dk[0, 0]) and np.isnan(db[0])
+    assert dk[0, 1] == 1.0 and db[1] == 1.0  # -2 masked by 0 adds nothing
+    assert np.isnan(dx).all()  # each row of dx sums a NaN
+
+
+def test_ops_take_big_endian_float32_as_float32():
+    x = np.array([[1.0, 2.0]], ">f4")
+    k = np.array([[1.0], [2.0]], ">f4")
+    out = ops.dense_forward(x, k)
+    assert out.dtype == np.float32 and out[0, 0] == 5.0
+
+
+def test_sgd_update_names_a_learning_rate_too_large_for_a_float():
+    with pytest.raises(ValueError, match="learning_rate: expected a number a float can hold"):
+        ops.sgd_update(np.ones(2), np.ones(2), 10**400)

@@ -337,7 +337,8 @@ def _expected(layer: Dense, name: str, shape: tuple, writeable: bool) -> str:
 def _described(a) -> str:
     if not isinstance(a, np.ndarray):
         return type(a).__name__
-    flags = ("" if a.flags.writeable else "read-only ") + ("" if a.flags.c_contiguous else "non-contiguous ")
+    flags = ("" if a.flags.writeable else "read-only ") + ("" if a.flags.c_contiguous else
+                                                             "Fortran-order " if a.flags.f_contiguous else "non-contiguous ")
     return f"a {flags}{a.dtype} array of shape {a.shape}"
 
 

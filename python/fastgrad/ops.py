@@ -44,7 +44,7 @@ _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 def _common_dtype(*arrays) -> np.dtype:
     floats = [a.dtype for a in arrays if a is not None and a.dtype.kind == "f"]
-    if floats and any(d != np.float32 for d in floats):
+    if floats and any(d.itemsize != 4 for d in floats):  # (a big-endian float32 is a float32 too)
         return np.dtype(np.float64)
     return np.dtype(np.float32)
 
@@ -115,7 +115,8 @@ def sgd_update(w: np.ndarray, g, learning_rate: float) -> float:
 
     ``w`` must be a writeable, C-contiguous float32 or float64 array (it is updated, never
     copied); ``g`` is converted to ``w``'s dtype.  ``learning_rate`` is any real number (the
-    kernel alone: :class:`fastgrad.SGD` is where it must be positive).
+    kernel alone: :class:`fastgrad.SGD` is where it must be positive).  The learning rate is
+    taken in ``w``'s dtype (as TensorFlow's ``assign_sub`` does), so a float32 ``w`` rounds it.
     """
     if not isinstance(w, np.ndarray) or w.dtype not in (np.float32, np.float64):
         raise TypeError("w: expected a float32 or float64 NumPy array (updated in place)")
@@ -123,5 +124,11 @@ def sgd_update(w: np.ndarray, g, learning_rate: float) -> float:
         raise ValueError("w: expected a writeable C-contiguous array (updated in place)")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
         raise TypeError(f"learning_rate: expected a real number, got {learning_rate!r}")
+    try:
+        lr = float(learning_rate)
+    except OverflowError:
+        raise ValueError(f"learning_rate: expected a number a float can hold, got {learning_rate!r}") from None
     g = np.asarray(_coerce("g", g), dtype=w.dtype, order="C")
-    return _core.sgd_update(w, g, float(learning_rate))
+    if np.may_share_memory(w, g):  # the kernel reads g while it writes w: a g that overlaps w is copied
+        g = g.copy()
+    return _core.sgd_update(w, g, lr)
