@@ -10,8 +10,8 @@ Shapes use Keras layout::
     mse:             L = sum((pred - target)**2) / pred.size
     mse_grad:        dpred = 2 * (pred - target) / pred.size
 
-Arrays of any numeric dtype are accepted; they are computed in float32 when every floating
-input is float32 (or when there is no floating input) and in float64 otherwise.
+Arrays of bool, integer or floating dtype are accepted; they are computed in float32 when
+every floating input is float32 (or when there is no floating input) and in float64 otherwise.
 """
 
 from __future__ import annotations

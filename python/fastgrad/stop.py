@@ -7,9 +7,10 @@ A custom rule is any callable ``rule(state) -> bool``; its ``name`` attribute (o
 function, its ``__name__``) becomes ``stopped_by``.  A rule with state of its own may define
 ``reset()``, which ``fit`` calls before the first step.  Custom rules run in the Python loop.
 
-Note on the walkthrough: its SGD loops test ``tf.abs(L_t, L_{t-1}) <= margin``, which
+Note on the walkthrough: its E4–E6 loops test ``tf.abs(L_t, L_{t-1}) <= margin``, which
 TensorFlow reads as ``|L_t| <= margin`` (the second argument is the op's *name*): that is
-:class:`LossBelow`, not :class:`LossDelta`.
+:class:`LossBelow`, not :class:`LossDelta`.  E7 and E8 test ``tf.abs(L_t - L_{t-1})``:
+:class:`LossDelta`.
 """
 
 from __future__ import annotations
