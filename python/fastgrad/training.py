@@ -408,8 +408,12 @@ def fit(
 
     Every argument is checked before anything changes.  Ctrl-C stops the run after the
     current step and returns the partial result with ``stopped_by="interrupted"``.  (The
-    native loop looks for it about every millisecond of work: a shorter run finishes, and the
-    Ctrl-C then raises ``KeyboardInterrupt`` as anywhere else.)
+    native loop looks for it about every millisecond of work: a Ctrl-C after a run's last look,
+    or during a shorter run, raises ``KeyboardInterrupt`` once the run has returned.)  Only a
+    run on the main thread, under Python's default SIGINT handler, takes Ctrl-C over.
+
+    ``model`` is updated in place: train one model from one thread at a time (separate models
+    train in parallel threads, with the same results as one after another).
     """
     # ---- check everything first: a failed call changes nothing --------------------------
     layers = layers_of(model)
@@ -509,19 +513,32 @@ def _loss_at(spec, weights, x, y) -> float:
     return float(_core.mse(a, y))
 
 
+def _catch_sigint_here() -> bool:
+    """Whether a run may take Ctrl-C over: on the main thread (Python takes signals there alone),
+    and only from Python's default handler (an ignored SIGINT, or a handler of the caller's own,
+    such as a worker pool's, is left alone)."""
+    return threading.current_thread() is threading.main_thread() and _signal.getsignal(_SIGINT) is _DEFAULT_SIGINT
+
+
+_DEFAULT_SIGINT = _signal.default_int_handler
+
+
 class _SigintFlag:
-    """Turns Ctrl-C into a flag read between steps (main thread only; elsewhere a no-op).
+    """Turns Ctrl-C into a flag read between steps (see _catch_sigint_here; elsewhere a no-op).
 
     Uses the C-level ``_signal`` module: ``signal.signal`` converts to and from enums, which
-    costs more than a short training run.
+    costs more than a short training run.  A Ctrl-C that came after the loop's last look at the
+    flag (``reported`` not set) is raised again once the handler is back, as a KeyboardInterrupt,
+    instead of being lost.
     """
 
     def __init__(self) -> None:
         self.hit = False
+        self.reported = False
         self._old = None
 
     def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
+        if _catch_sigint_here():
             try:
                 self._old = _signal.signal(_SIGINT, self._handler)
             except ValueError:  # pragma: no cover - e.g. an embedded interpreter
@@ -531,9 +548,11 @@ class _SigintFlag:
     def _handler(self, signum, frame) -> None:
         self.hit = True
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         if self._old is not None:
             _signal.signal(_SIGINT, self._old)
+            if self.hit and not self.reported and exc_type is None:
+                _signal.raise_signal(_SIGINT)
 
 
 def _divergence_message(step, loss, grad_norm, bad_grad, bad_weight, names) -> Optional[str]:
@@ -622,6 +641,7 @@ def _python_loop(net, x, y, stream, lr, rules, callbacks, rec: _Records, names, 
             while True:
                 if sigint.hit:
                     stopped_by = "interrupted"
+                    sigint.reported = True
                     break
                 # 1. draw the batch
                 if stream is None:
@@ -691,12 +711,10 @@ def _native_loop(net, x, y, draw, shuffle, lr, rules, native, every, params, ini
 
     ``draw``: None (full batch), the seed, or a Sampler; ``initial``: copies of the weights
     before the run (row 0 of the recorded weights).  Ctrl-C is caught in C++ from the run's
-    first poll on (see SigintCatch in csrc/bindings.cpp), on the main thread only, as in
-    _SigintFlag: Python takes signals on its main thread alone.
+    first poll on (see SigintCatch in csrc/bindings.cpp), where _catch_sigint_here says so.
     """
-    main = threading.current_thread() is threading.main_thread()
     steps, code, bad_g, bad_w, loss, norm, batches, w_rows, w_steps = net.fit_run(x, y, draw, shuffle, lr, native, every,
-                                                                                   main)
+                                                                                   _catch_sigint_here())
     divergence = None
     if code >= 0:
         stopped_by = _stop.rule_name(rules[code])
