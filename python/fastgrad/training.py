@@ -48,6 +48,7 @@ SAMPLINGS = ("random", "shuffle")
 #: the most samples BatchStream draws from (a shuffle keeps a permutation of all of them)
 MAX_SAMPLES = 2**48
 _SIGINT = int(_signal.SIGINT)
+_DEFAULT_SIGINT = _signal.default_int_handler
 
 
 class DivergenceWarning(RuntimeWarning):
@@ -290,14 +291,15 @@ def _keep_net(layers, entry) -> None:
         layers[0]._fit_net = entry
 
 
+def _param_fields(layers) -> List[Tuple[int, Any, str]]:
+    """(layer index, layer, "kernel" | "bias") for every parameter, in get_weights() order."""
+    return [(i, layer, name) for i, layer in enumerate(layers)
+            for name in (("kernel", "bias") if layer.use_bias else ("kernel",))]
+
+
 def _param_names(layers) -> List[str]:
-    names = []
-    for i, layer in enumerate(layers):
-        prefix = "" if len(layers) == 1 else f"layer {i} "
-        names.append(prefix + "kernel")
-        if layer.use_bias:
-            names.append(prefix + "bias")
-    return names
+    one = len(layers) == 1
+    return [(name if one else f"layer {i} {name}") for i, _, name in _param_fields(layers)]
 
 
 def _check_rules(stop) -> list:
@@ -520,9 +522,6 @@ def _catch_sigint_here() -> bool:
     return threading.current_thread() is threading.main_thread() and _signal.getsignal(_SIGINT) is _DEFAULT_SIGINT
 
 
-_DEFAULT_SIGINT = _signal.default_int_handler
-
-
 class _SigintFlag:
     """Turns Ctrl-C into a flag read between steps (see _catch_sigint_here; elsewhere a no-op).
 
@@ -604,8 +603,7 @@ class _Records:
 def _param_slots(layers, params) -> List[Tuple[dict, str, np.ndarray]]:
     """(the layer's __dict__, "kernel" | "bias", the run's array) for every parameter, in
     get_weights() order (a dict lookup per step is what the Python loop can afford)."""
-    names = [(layer, name) for layer in layers for name in (("kernel", "bias") if layer.use_bias else ("kernel",))]
-    return [(vars(layer), name, p) for (layer, name), p in zip(names, params)]
+    return [(vars(layer), name, p) for (_, layer, name), p in zip(_param_fields(layers), params)]
 
 
 def _adopt_replaced(slots) -> None:
