@@ -445,6 +445,26 @@ class Net {
         scratch_.resize(layers_, rows_, gather_);
     }
 
+    // Train the parameter arrays that replaced ours (set_weights makes new ones), of the same
+    // shapes: the gradient and scratch buffers stay.  Everything is checked before anything changes.
+    void rebind(std::vector<Arr<T>> params) {
+        if (params.size() != params_.size())
+            fail("params: expected " + std::to_string(params_.size()) + " arrays, got " + std::to_string(params.size()));
+        for (std::size_t p = 0; p < params.size(); ++p) {
+            const Arr<T>& a = params[p];
+            const Arr<T>& was = params_[p];
+            if (a.ndim() != was.ndim() || !std::equal(a.shape(), a.shape() + a.ndim(), was.shape()))
+                fail("params[" + std::to_string(p) + "]: expected shape " + shape_str(was) + ", got " + shape_str(a));
+            if (!a.writeable()) fail("params[" + std::to_string(p) + "]: expected a writeable array");
+        }
+        params_ = std::move(params);
+        std::size_t p = 0;
+        for (auto& L : layers_) {
+            L.k = params_[p++].mutable_data();
+            if (L.b) L.b = params_[p++].mutable_data();
+        }
+    }
+
     std::size_t in_dim() const { return layers_.front().in; }
     std::size_t rows() const { return rows_; }
     std::size_t out_dim() const { return layers_.back().out; }
@@ -646,6 +666,7 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def(py::init<std::vector<Arr<T>>, std::vector<bool>, std::vector<int>, std::size_t, bool>(),
              py::arg("params").noconvert(), py::arg("has_bias"), py::arg("activations"), py::arg("rows"),
              py::arg("gather"))
+        .def("rebind", &Net<T>::rebind, py::arg("params").noconvert())
         .def("step", &Net<T>::step, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("idx"),
              py::arg("learning_rate"))
         .def("value_and_grad", &Net<T>::value_and_grad, py::arg("x").noconvert(), py::arg("y").noconvert())

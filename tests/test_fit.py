@@ -140,6 +140,9 @@ def test_full_batch_history_has_no_batches():
     x, y = plane()
     r = fg.fit(fg.Dense(1, seed=0), x, y, stop=stop.MaxSteps(3))
     assert r.history.batches is None and r.history.weights is None
+    assert r.batch_size is None and r.sampling is None  # no batches were drawn, at random or not
+    shuffled = fg.fit(fg.Dense(1, seed=0), x, y, batch_size=4, sampling="shuffle", stop=stop.MaxSteps(3))
+    assert shuffled.batch_size == 4 and shuffled.sampling == "shuffle"
 
 
 def test_record_every_k_steps_keeps_the_last():
@@ -378,12 +381,20 @@ def test_a_kept_net_gives_the_same_run_and_follows_the_live_weights():
     for live, w in zip(m.layers[0]._params(), w0):
         live[...] = w  # in place: the kept Net's arrays
     b = fg.fit(m, x, y, **kw)
-    m.set_weights(w0)  # new arrays: a new Net
+    kept = m.layers[0]._fit_net[2]
+    m.set_weights(w0)  # new arrays: the kept Net is pointed at them
     c = fg.fit(m, x, y, **kw)
+    assert m.layers[0]._fit_net[2] is kept
     for r in (b, c):
         assert same_bits(a.history.loss, r.history.loss)
         for u, v in zip(a.final_weights, r.final_weights):
             assert same_bits(u, v)
+    # the run trained the new arrays, not the ones set_weights replaced
+    for live, v in zip(m.layers[0]._params(), c.final_weights):
+        assert same_bits(live, v)
+    # another batch size is another Net
+    fg.fit(m, x, y, **{**kw, "batch_size": 3})
+    assert m.layers[0]._fit_net[2] is not kept
     # the kept Net is not part of the model: copies and pickles leave it out, and still train
     import copy
     import pickle

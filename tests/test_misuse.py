@@ -132,6 +132,68 @@ def test_a_native_run_on_another_thread_leaves_ctrl_c_to_the_main_thread():
     assert out["result"].loop == "native"
 
 
+THREAD_WAIT_S = 60  # the longest a test waits for the other thread's run to reach a point
+
+
+def test_a_model_that_another_thread_is_training_is_refused():
+    x, y = data()
+    model = small_net()
+    started, go = threading.Event(), threading.Event()
+    out = {}
+
+    def hold(state):  # the first step is done: let the main thread try, then go on
+        if state.step == 1:
+            started.set()
+            go.wait(THREAD_WAIT_S)
+
+    def work():
+        out["result"] = fg.fit(model, x, y, stop=fg.stop.MaxSteps(5), callbacks=[hold])
+
+    t = threading.Thread(target=work)
+    t.start()
+    try:
+        assert started.wait(THREAD_WAIT_S)
+        before = model.get_weights()
+        with pytest.raises(RuntimeError, match="model: another fit call is training it"):
+            fg.fit(model, x, y, stop=fg.stop.MaxSteps(5))
+        for w, b in zip(model.get_weights(), before):  # the refused call changed nothing
+            np.testing.assert_array_equal(w, b)
+    finally:
+        go.set()
+        t.join()
+    assert out["result"].steps == 5
+    assert fg.fit(model, x, y, stop=fg.stop.MaxSteps(2)).steps == 2  # free again once the run is over
+
+
+def test_a_callback_that_fits_its_own_model_is_refused_and_frees_the_model():
+    x, y = data()
+    model = fg.Sequential([fg.Dense(4, "relu"), fg.Dense(1)], seed=0)
+    shared = model.layers[1]
+    other = fg.Sequential([fg.Dense(4, "relu"), shared], seed=1)  # shares a layer with model
+
+    def nested(state):
+        fg.fit(other, x, y, stop=fg.stop.MaxSteps(1))
+
+    with pytest.raises(RuntimeError, match="model: another fit call is training it"):
+        fg.fit(model, x, y, stop=fg.stop.MaxSteps(3), callbacks=[nested])
+    assert "_fit_owner" not in other.layers[0].__dict__  # the layer it had claimed first is let go
+    for m in (model, other):  # neither is left marked
+        assert fg.fit(m, x, y, stop=fg.stop.MaxSteps(2)).steps == 2
+
+
+def test_a_copy_made_during_a_run_trains():
+    import copy
+    import pickle
+
+    x, y = data()
+    model = small_net()
+    twins = []
+    fg.fit(model, x, y, stop=fg.stop.MaxSteps(2),
+           callbacks=[lambda s: twins.extend([copy.deepcopy(s.model), pickle.loads(pickle.dumps(s.model))])])
+    for twin in twins:  # the mark of the run that was going on is not copied
+        assert fg.fit(twin, x, y, stop=fg.stop.MaxSteps(2)).steps == 2
+
+
 # ---- the model changed during or before a run -----------------------------------------------
 
 def test_set_weights_from_a_callback_takes_effect_in_the_run():
@@ -199,6 +261,26 @@ def test_a_read_only_kernel_is_not_written_by_a_cached_net():
     np.testing.assert_array_equal(layer.kernel, frozen)
     layer.set_weights([frozen, np.zeros(1)])  # set_weights gives it writeable arrays again
     assert fg.fit(layer, x, y, stop=fg.stop.MaxSteps(3)).steps == 3
+
+
+def test_a_net_is_pointed_only_at_arrays_of_its_own_shapes():
+    from fastgrad import _core
+
+    k, b = np.ones((3, 2), np.float32), np.zeros(2, np.float32)
+    net = _core.NetF32([k, b], [True], [0], 4, False)
+    for params, match in [([k], r"params: expected 2 arrays, got 1"),
+                          ([np.ones((2, 3), np.float32), b], r"params\[0\]: expected shape \(3, 2\), got \(2, 3\)"),
+                          ([k, np.zeros(3, np.float32)], r"params\[1\]: expected shape \(2,\), got \(3,\)")]:
+        with pytest.raises(ValueError, match=match):
+            net.rebind(params)
+    frozen = k.copy()
+    frozen.setflags(write=False)
+    with pytest.raises(ValueError, match=r"params\[0\]: expected a writeable array"):
+        net.rebind([frozen, b])
+    # after the refusals the Net still trains k and b
+    x, y = np.ones((4, 3), np.float32), np.ones((4, 2), np.float32)
+    net.step(x, y, None, 0.1)
+    assert not np.array_equal(k, np.ones((3, 2), np.float32))
 
 
 def test_a_layer_pickled_before_activation_became_read_only_loads():

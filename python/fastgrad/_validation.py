@@ -115,6 +115,8 @@ def nonneg_seed(name: str, v, allow_none: bool = True):
 
 
 def positive_float(name: str, v) -> float:
+    if type(v) is float and 0.0 < v < math.inf:
+        return v  # the common case without the abstract-class check (fit's fixed cost)
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a positive number, got {v!r}")
     v = float(v)
@@ -124,6 +126,8 @@ def positive_float(name: str, v) -> float:
 
 
 def nonneg_float(name: str, v) -> float:
+    if type(v) is float and 0.0 <= v < math.inf:
+        return v  # as in positive_float
     if isinstance(v, bool) or not isinstance(v, numbers.Real):
         raise TypeError(f"{name}: expected a number >= 0, got {v!r}")
     v = float(v)

@@ -63,11 +63,13 @@ class Dense:
         self.kernel: Optional[np.ndarray] = None
         self.bias: Optional[np.ndarray] = None
 
-    # fit keeps its compiled step here between calls (see training._net_for): not part of the
-    # layer's state, so copies and pickles leave it out
+    # fit keeps its compiled step here between calls (see training._net_for), and marks the
+    # layer while it trains it (training._claim): not part of the layer's state, so copies and
+    # pickles leave them out
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("_fit_net", None)
+        state.pop("_fit_owner", None)
         return state
 
     def __setstate__(self, state: dict) -> None:

@@ -120,6 +120,8 @@ class FitResult:
         RuntimeError; a change elsewhere is not seen).
     final_weights : copies of the weights the run ended with (get_weights() order).
     history : a :class:`History`.
+    batch_size, sampling : the batches the run drew ("random" or "shuffle"); both None for a
+        full-batch run.
     divergence : the divergence message, when ``stopped_by == "diverged"``.
     samples : the number of samples (rows of x) the run trained on.
     """
@@ -131,7 +133,7 @@ class FitResult:
     seed: int
     learning_rate: float
     batch_size: Optional[int]
-    sampling: str
+    sampling: Optional[str]
     dtype: str
     initial_weights: List[np.ndarray] = field(repr=False)
     model_spec: List[Tuple[str, bool]] = field(repr=False)
@@ -267,28 +269,55 @@ def _sampler(n: int, k: int, sampling: str, seed: int):
 
 # The compiled Net of a small model is kept between fit calls (its set-up is a few µs of a short
 # run), on the model's first layer (``Dense._fit_net``, which copies and pickles leave out).  It
-# is taken off the layer while a fit uses it, so two threads never share one, and it is rebuilt
-# when the parameter arrays are not the ones it holds (after set_weights or build).
+# is taken off the layer while a fit uses it, so two threads never share one.  After set_weights
+# (new parameter arrays of the same shapes) it is pointed at the new arrays; it is rebuilt when
+# the model's structure or the batch is not the one it was built for.
 NET_CACHE_MAX_SCRATCH = 1 << 16  # elements of scratch (activations, gradients, gathered rows)
 
 
 def _net_for(layers, params, rows: int, gather: bool):
-    """(key, Net, keep): the cached entry when it still fits, else a new one."""
-    # the key names the parameter arrays by id: the Net holds them, so no id is reused meanwhile
-    key = (rows, gather, *map(id, params))
+    """(structure, parameter ids, Net, keep): the cached entry when it still fits, else a new one."""
+    structure = (rows, gather, layers[0].dtype, layers[0].kernel.shape[0],
+                 *[(lay._act, lay.use_bias, lay.units) for lay in layers])
+    # the ids name the parameter arrays: the Net holds them, so no id is reused meanwhile
+    ids = tuple(map(id, params))
     entry = layers[0].__dict__.pop("_fit_net", None)
-    if entry is not None and entry[0] == key:
-        return entry
+    if entry is not None and entry[0] == structure:
+        if entry[1] == ids:
+            return entry
+        entry[2].rebind(params)  # the same shapes (the structure says so): new arrays, same buffers
+        return structure, ids, entry[2], entry[3]
     Net = _core.NetF32 if layers[0].dtype == np.float32 else _core.NetF64
     net = Net(params, [lay.use_bias for lay in layers], [lay._act for lay in layers], rows, gather)
     scratch = rows * (2 * sum(lay.units for lay in layers) + layers[0].input_dim + layers[-1].units)
-    return key, net, scratch <= NET_CACHE_MAX_SCRATCH
+    return structure, ids, net, scratch <= NET_CACHE_MAX_SCRATCH
 
 
 def _keep_net(layers, entry) -> None:
     """Keep the Net for the next fit of these layers, if its scratch is small."""
-    if entry[2]:
+    if entry[3]:
         layers[0]._fit_net = entry
+
+
+def _claim(layers) -> object:
+    """Mark the layers as trained by this fit call (a token); RuntimeError, changing nothing,
+    when another fit is training one of them: two runs updating one model's arrays at once
+    would mix their steps."""
+    owner = object()
+    for i, layer in enumerate(layers):
+        if layer.__dict__.setdefault("_fit_owner", owner) is not owner:  # one step under the GIL
+            _release(layers[:i], owner)
+            raise RuntimeError(
+                "model: another fit call is training it (in another thread, or this is a callback or rule of "
+                "that fit); train one model from one thread at a time, or train a copy (copy.deepcopy(model))"
+            )
+    return owner
+
+
+def _release(layers, owner: object) -> None:
+    for layer in layers:
+        if layer.__dict__.get("_fit_owner") is owner:
+            del layer.__dict__["_fit_owner"]
 
 
 def _param_fields(layers) -> List[Tuple[int, Any, str]]:
@@ -350,6 +379,8 @@ def _check_rule_values(i: int, r) -> None:
 
 def _check_record(record_weights) -> int:
     """0: no recording; k: every k steps (True means 1)."""
+    if record_weights is False or record_weights is None:  # the default, first (fit's fixed cost)
+        return 0
     if isinstance(record_weights, np.bool_):
         record_weights = bool(record_weights)
     if record_weights is False or record_weights is None:
@@ -414,8 +445,9 @@ def fit(
     or during a shorter run, raises ``KeyboardInterrupt`` once the run has returned.)  Only a
     run on the main thread, under Python's default SIGINT handler, takes Ctrl-C over.
 
-    ``model`` is updated in place: train one model from one thread at a time (separate models
-    train in parallel threads, with the same results as one after another).
+    ``model`` is updated in place: a second fit of a model while one is running (from another
+    thread, or from a callback) raises a RuntimeError.  Separate models train in parallel
+    threads, with the same results as one after another.
     """
     # ---- check everything first: a failed call changes nothing --------------------------
     layers = layers_of(model)
@@ -448,17 +480,17 @@ def fit(
     n = x.shape[0]
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
-    if not all(layer.built for layer in layers):
-        model.build(x.shape[1])  # as a first call would; the only change before training
-
-    params = [w for layer in layers for w in layer._params()]
-    initial = [w.copy() for w in params]
-    dtype = layers[0].dtype
-    rows = n if batch_size is None else batch_size
-    net_entry = _net_for(layers, params, rows, batch_size is not None)
-    net = net_entry[1]
-
+    owner = _claim(layers)  # the last check: no other fit is training this model
+    net_entry = None
     try:
+        if any([layer.kernel is None for layer in layers]):  # not built (attributes: fit's fixed cost)
+            model.build(x.shape[1])  # as a first call would; the only change before training
+        params = [w for layer in layers for w in layer._params()]
+        initial = [w.copy() for w in params]
+        dtype = layers[0].dtype
+        rows = n if batch_size is None else batch_size
+        net_entry = _net_for(layers, params, rows, batch_size is not None)
+        net = net_entry[2]
         start = time.perf_counter()
         if use_native:
             draw = None if batch_size is None else seed if seed < 2**64 else _sampler(n, batch_size, sampling, seed)
@@ -475,7 +507,9 @@ def fit(
             steps, history = rec.steps, rec.history(params, batch_size)
         seconds = time.perf_counter() - start
     finally:
-        _keep_net(layers, net_entry)
+        if net_entry is not None:
+            _keep_net(layers, net_entry)
+        _release(layers, owner)
 
     result = FitResult(
         stopped_by=stopped_by,
@@ -485,7 +519,7 @@ def fit(
         seed=seed,
         learning_rate=lr,
         batch_size=batch_size,
-        sampling=sampling,
+        sampling=None if batch_size is None else sampling,
         dtype=_DTYPE_NAMES[dtype.char],
         initial_weights=initial,
         model_spec=[(lay.activation, lay.use_bias) for lay in layers],
