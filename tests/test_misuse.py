@@ -156,13 +156,22 @@ def test_a_model_that_another_thread_is_training_is_refused():
         before = model.get_weights()
         with pytest.raises(RuntimeError, match="model: another fit call is training it"):
             fg.fit(model, x, y, stop=fg.stop.MaxSteps(5))
-        for w, b in zip(model.get_weights(), before):  # the refused call changed nothing
+        with pytest.raises(RuntimeError, match="set_weights: a fit on another thread is training this model"):
+            model.set_weights(before)
+        with pytest.raises(RuntimeError, match="set_weights: a fit on another thread"):
+            model.layers[1].set_weights(before[2:])
+        with pytest.raises(RuntimeError, match="build: a fit on another thread"):
+            model.layers[0].build(3)
+        with pytest.raises(RuntimeError, match="build: a fit on another thread"):
+            model.build(3)
+        for w, b in zip(model.get_weights(), before):  # the refused calls changed nothing
             np.testing.assert_array_equal(w, b)
     finally:
         go.set()
         t.join()
     assert out["result"].steps == 5
     assert fg.fit(model, x, y, stop=fg.stop.MaxSteps(2)).steps == 2  # free again once the run is over
+    model.set_weights(before)
 
 
 def test_a_callback_that_fits_its_own_model_is_refused_and_frees_the_model():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -97,6 +98,7 @@ class Dense:
         ``seed`` (an int or a ``np.random.SeedSequence``) overrides the layer's own seed.
         """
         input_dim = positive_int("input_dim", input_dim)
+        check_not_training([self], "build")
         rng = np.random.default_rng(self.seed if seed is None else seed)
         limit = np.sqrt(6.0 / (input_dim + self.units))
         self.kernel = np.ascontiguousarray(
@@ -147,6 +149,7 @@ class Dense:
         An unbuilt layer is built by this call.  Shapes, dtype and finiteness are checked
         first; on error nothing changes.
         """
+        check_not_training([self], "set_weights")
         self._assign(self._checked(list(weights), self.input_dim, ""))
 
     def _assign(self, arrays: List[np.ndarray]) -> None:
@@ -218,6 +221,7 @@ class Sequential:
     def build(self, input_dim: int) -> "Sequential":
         """Build every unbuilt layer, the first for inputs of width ``input_dim``."""
         input_dim = positive_int("input_dim", input_dim)
+        check_not_training(self.layers, "build")
         if self.layers[0].built and self.layers[0].input_dim != input_dim:
             raise ValueError(
                 f"input_dim: this model is built for inputs of width {self.layers[0].input_dim}, got {input_dim}"
@@ -244,6 +248,7 @@ class Sequential:
         Every array is checked (count, shape, dtype, finiteness) before any is assigned;
         an unbuilt model is built from the first kernel's shape.
         """
+        check_not_training(self.layers, "set_weights")
         weights = list(weights)
         need = sum(2 if layer.use_bias else 1 for layer in self.layers)
         if len(weights) != need:
@@ -287,6 +292,17 @@ def fits(a, shape: tuple, dtype: np.dtype, writeable: bool = True) -> bool:
         return False
     flags = a.flags
     return flags.c_contiguous and (flags.writeable or not writeable)
+
+
+def check_not_training(layers: Sequence[Dense], what: str) -> None:
+    """RuntimeError when a fit on another thread is training one of the layers (fit marks them,
+    see training._claim): replacing its parameters then would land anywhere in that run.  The
+    fit's own thread (its callbacks) may."""
+    me = threading.get_ident()
+    for layer in layers:
+        owner = layer.__dict__.get("_fit_owner")
+        if owner is not None and owner[1] != me:
+            raise RuntimeError(f"{what}: a fit on another thread is training this model; call it once that fit returns")
 
 
 def check_chain(layers: Sequence[Dense]) -> None:
