@@ -104,7 +104,7 @@ template <class T, std::size_t IN>
         const double d = double(p) - double(yr);
         s = r == 0 ? d * d : s + d * d;  // 0.0 + d*d is d*d (a square is never -0)
         T g = (T(2) * (p - yr)) * scale;  // scale 1 (one row) folds away when inlined
-        if (relu) g = g * T(p > T(0));  // as relu_mask_db: a NaN g stays NaN
+        if (relu) g = g * relu_gate(p);  // as relu_mask_db: a NaN g stays NaN
         if (r == 0) {
             for (std::size_t i = 0; i < in; ++i) dk[i] = xr[i] * g;
             gb = g;
@@ -147,7 +147,7 @@ double dense1_value_and_grad(const DenseView<T>& L, T* FG_R z, const T* FG_R x, 
             const double d = double(p) - double(yr[o]);
             s += d * d;
             T g = (T(2) * (p - yr[o])) * scale;
-            if (relu) g = g * T(p > T(0));  // as relu_mask_db: a NaN g stays NaN
+            if (relu) g = g * relu_gate(p);  // as relu_mask_db: a NaN g stays NaN
             z[o] = g;
         }
         if (r == 0) {

@@ -638,6 +638,26 @@ def test_relu_backward_keeps_a_nan_gradient_where_the_unit_is_off(dtype):
     assert np.isnan(dx).all()  # each row of dx sums a NaN
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_is_dy_times_the_mask_bit_for_bit_on_wide_rows(dtype):
+    # rows wide enough for the vectorised loop and its tail: every kind of dy against every kind
+    # of y, the same bits as NumPy's dy * (y > 0) (a masked negative dy is -0, a masked NaN or
+    # inf is NaN)
+    kinds_dy = np.array([1.5, -2.0, 0.0, -0.0, np.nan, np.inf, -np.inf, 1e-40], dtype)
+    kinds_y = np.array([2.0, 0.0, -0.0, -1.0, np.nan, np.inf, 1e-40], dtype)
+    dy = np.repeat(kinds_dy, kinds_y.size).reshape(1, -1)  # (1, 56): dk = 1 * dz, db = dz, exactly
+    y = np.tile(kinds_y, kinds_dy.size).reshape(1, -1)
+    x = np.ones((1, 1), dtype)
+    k = np.ones((1, dy.shape[1]), dtype)
+    with np.errstate(invalid="ignore"):
+        want = dy * (y > 0)
+    _, dk, db = ops.dense_backward(dy, x, k, y, "relu")
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for got in (dk[0], db):
+        same_or_both_nan = (got.view(bits) == want[0].view(bits)) | (np.isnan(got) & np.isnan(want[0]))
+        assert same_or_both_nan.all()
+
+
 def test_ops_take_big_endian_float32_as_float32():
     x = np.array([[1.0, 2.0]], ">f4")
     k = np.array([[1.0], [2.0]], ">f4")
