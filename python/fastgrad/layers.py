@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from typing import List, Optional, Sequence, Union
 
 import numpy as np
@@ -98,7 +99,10 @@ class Dense:
         ``seed`` (an int or a ``np.random.SeedSequence``) overrides the layer's own seed.
         """
         input_dim = positive_int("input_dim", input_dim)
-        check_not_training([self], "build")
+        with changing([self], "build"):
+            return self._build(input_dim, seed)
+
+    def _build(self, input_dim: int, seed) -> "Dense":
         rng = np.random.default_rng(self.seed if seed is None else seed)
         limit = np.sqrt(6.0 / (input_dim + self.units))
         self.kernel = np.ascontiguousarray(
@@ -149,8 +153,8 @@ class Dense:
         An unbuilt layer is built by this call.  Shapes, dtype and finiteness are checked
         first; on error nothing changes.
         """
-        check_not_training([self], "set_weights")
-        self._assign(self._checked(list(weights), self.input_dim, ""))
+        with changing([self], "set_weights"):
+            self._assign(self._checked(list(weights), self.input_dim, ""))
 
     def _assign(self, arrays: List[np.ndarray]) -> None:
         self.kernel = arrays[0]
@@ -221,12 +225,17 @@ class Sequential:
     def build(self, input_dim: int) -> "Sequential":
         """Build every unbuilt layer, the first for inputs of width ``input_dim``."""
         input_dim = positive_int("input_dim", input_dim)
-        check_not_training(self.layers, "build")
         if self.layers[0].built and self.layers[0].input_dim != input_dim:
             raise ValueError(
                 f"input_dim: this model is built for inputs of width {self.layers[0].input_dim}, got {input_dim}"
             )
         check_chain(self.layers)
+        if self.built:
+            return self  # nothing to do (and nothing to refuse while another thread trains it)
+        with changing(self.layers, "build"):
+            return self._build(input_dim)
+
+    def _build(self, input_dim: int) -> "Sequential":
         seeds = np.random.SeedSequence(self.seed).spawn(len(self.layers))
         width = input_dim
         for layer, s in zip(self.layers, seeds):
@@ -248,7 +257,10 @@ class Sequential:
         Every array is checked (count, shape, dtype, finiteness) before any is assigned;
         an unbuilt model is built from the first kernel's shape.
         """
-        check_not_training(self.layers, "set_weights")
+        with changing(self.layers, "set_weights"):
+            self._set_weights(weights)
+
+    def _set_weights(self, weights: Sequence) -> None:
         weights = list(weights)
         need = sum(2 if layer.use_bias else 1 for layer in self.layers)
         if len(weights) != need:
@@ -294,15 +306,54 @@ def fits(a, shape: tuple, dtype: np.dtype, writeable: bool = True) -> bool:
     return flags.c_contiguous and (flags.writeable or not writeable)
 
 
-def check_not_training(layers: Sequence[Dense], what: str) -> None:
-    """RuntimeError when a fit on another thread is training one of the layers (fit marks them,
-    see training._claim): replacing its parameters then would land anywhere in that run.  The
-    fit's own thread (its callbacks) may."""
-    me = threading.get_ident()
+# ---- who is changing a layer ---------------------------------------------------------------
+# fit marks the layers it trains for the whole run, and set_weights and build mark them for their
+# own call: layer.__dict__["_fit_owner"] = (token, thread), set in one step under the GIL.  Another
+# thread's mark refuses the call (two threads changing one model's arrays would mix their
+# changes).  The thread that holds a mark may call set_weights and build (fit's callbacks do), but
+# not fit.  The mark of a thread that has ended (in a fork's child, say) is taken over.  Copies
+# and pickles leave marks out (Dense.__getstate__).
+_TAKE_OVER = threading.Lock()
+
+
+def mark(layers: Sequence[Dense], owner: tuple, what: str, same_thread_ok: bool) -> None:
+    """Mark ``layers`` for ``owner`` (a token, the current thread); RuntimeError naming ``what``
+    when another holds one.  The caller unmarks in a ``finally``, whatever happened (a refusal
+    leaves the marks it made until then)."""
+    ordered = layers if len(layers) < 2 else sorted(set(layers), key=id)  # one order: no two refuse each other
+    for layer in ordered:
+        held = layer.__dict__.setdefault("_fit_owner", owner)
+        if held is owner or same_thread_ok and held[1] is owner[1]:
+            continue
+        if not held[1].is_alive():
+            with _TAKE_OVER:  # one taker; a second sees the first's mark
+                if layer.__dict__.get("_fit_owner") is held:
+                    layer.__dict__["_fit_owner"] = owner
+                    continue
+        held = layer.__dict__.get("_fit_owner", owner)
+        if held[1] is owner[1]:
+            raise RuntimeError(f"{what}: the fit this callback or rule runs in is training this model; "
+                               "train a copy instead (copy.deepcopy(model))")
+        raise RuntimeError(f"{what}: another thread is training or changing this model (fit, set_weights or "
+                           "build); use one model from one thread at a time, or give each thread a copy")
+
+
+def unmark(layers: Sequence[Dense], owner: tuple) -> None:
+    """Take ``owner``'s marks off the layers (another's stay)."""
     for layer in layers:
-        owner = layer.__dict__.get("_fit_owner")
-        if owner is not None and owner[1] != me:
-            raise RuntimeError(f"{what}: a fit on another thread is training this model; call it once that fit returns")
+        if layer.__dict__.get("_fit_owner") is owner:
+            del layer.__dict__["_fit_owner"]
+
+
+@contextmanager
+def changing(layers: Sequence[Dense], what: str):
+    """Hold marks on ``layers`` while the block changes them (set_weights, build)."""
+    owner = (object(), threading.current_thread())
+    try:
+        mark(layers, owner, what, same_thread_ok=True)
+        yield
+    finally:
+        unmark(layers, owner)
 
 
 def check_chain(layers: Sequence[Dense]) -> None:

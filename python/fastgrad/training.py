@@ -27,7 +27,7 @@ from . import _core
 from . import stop as _stop
 from ._validation import nonneg_float, nonneg_seed, positive_float, positive_int
 from .gradients import prepare
-from .layers import layers_of
+from .layers import layers_of, mark, unmark
 from .ops import ACTIVATIONS
 
 __all__ = [
@@ -299,25 +299,6 @@ def _keep_net(layers, entry) -> None:
         layers[0]._fit_net = entry
 
 
-def _claim(layers, owner: tuple) -> None:
-    """Mark the layers as trained by the fit call ``owner``; RuntimeError, changing nothing, when
-    another fit is training one of them: two runs updating one model's arrays at once would mix
-    their steps.  The caller releases its marks (_release) in a ``finally``, whatever happened."""
-    for layer in layers:
-        if layer.__dict__.setdefault("_fit_owner", owner) is not owner:  # one step under the GIL
-            raise RuntimeError(
-                "model: another fit call is training it (in another thread, or this is a callback or rule of "
-                "that fit); train one model from one thread at a time, or train a copy (copy.deepcopy(model))"
-            )
-
-
-def _release(layers, owner: tuple) -> None:
-    """Take the marks of ``owner`` off the layers (those of another fit stay)."""
-    for layer in layers:
-        if layer.__dict__.get("_fit_owner") is owner:
-            del layer.__dict__["_fit_owner"]
-
-
 def _param_fields(layers) -> List[Tuple[int, Any, str]]:
     """(layer index, layer, "kernel" | "bias") for every parameter, in get_weights() order."""
     return [(i, layer, name) for i, layer in enumerate(layers)
@@ -445,9 +426,9 @@ def fit(
     or during a shorter run, raises ``KeyboardInterrupt`` once the run has returned.)  Only a
     run on the main thread, under Python's default SIGINT handler, takes Ctrl-C over.
 
-    ``model`` is updated in place: a second fit of a model while one is running (from another
-    thread, or from a callback), and its set_weights or build from another thread, raise a
-    RuntimeError.  Separate models train in parallel
+    ``model`` is updated in place: a fit of a model that another thread is training or changing
+    (fit, set_weights, build), or that the calling callback's own run is training, raises a
+    RuntimeError; so do set_weights and build from another thread during a run.  Separate models train in parallel
     threads, with the same results as one after another.
     """
     # ---- check everything first: a failed call changes nothing --------------------------
@@ -481,10 +462,10 @@ def fit(
     n = x.shape[0]
     if batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
-    owner = (object(), threading.get_ident())  # this call's mark (layers.check_not_training reads the thread)
+    owner = (object(), threading.current_thread())  # this call's mark on the layers (see layers.mark)
     net_entry = None
     try:
-        _claim(layers, owner)  # the last check: no other fit is training this model
+        mark(layers, owner, "model", same_thread_ok=False)  # the last check: no other thread is changing it
         if any([layer.kernel is None for layer in layers]):  # not built (attributes: fit's fixed cost)
             model.build(x.shape[1])  # as a first call would; the only change before training
         params = [w for layer in layers for w in layer._params()]
@@ -509,9 +490,9 @@ def fit(
             steps, history = rec.steps, rec.history(params, batch_size)
         seconds = time.perf_counter() - start
     finally:
+        unmark(layers, owner)  # first: nothing before it in this block can fail and leave the mark
         if net_entry is not None:
             _keep_net(layers, net_entry)
-        _release(layers, owner)
 
     result = FitResult(
         stopped_by=stopped_by,
