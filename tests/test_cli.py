@@ -257,7 +257,7 @@ def test_demo_replays_in_tensorflow(demo):
 def test_demo_figures_are_pngs_of_the_expected_size(demo):
     plots = demo[2]
     names = sorted(p.name for p in plots.iterdir())
-    assert names == [f"e{k}.png" for k in range(1, 9)]
+    assert names == [f"e{k}.png" for k in range(1, 9) if k != 2 or HAVE_TF]  # E2 is E1 replayed in TF
     for name in names:
         assert png_size(plots / name) == PNG_SIZE
         assert (plots / name).stat().st_size > 10_000  # something was drawn

@@ -15,6 +15,7 @@ import argparse
 import csv
 import dataclasses
 import importlib.util
+import io
 import math
 import os
 import re
@@ -1166,6 +1167,9 @@ def _cli_hint(message: str, scaled: bool) -> str:
     return f"{head} Try a smaller --lr" + ("." if scaled else ", or --normalize minmax.")
 
 
+SAVE_IN_MEMORY_BYTES = 256 << 20  # weights up to this size are built in memory before --save writes them
+
+
 def _write_weights(path: Path, model, spec, features: List[str], target: str, scaling: Dict[str, Any]) -> None:
     arrays: Dict[str, Any] = {}
     for i, layer in enumerate(model.layers):
@@ -1175,6 +1179,16 @@ def _write_weights(path: Path, model, spec, features: List[str], target: str, sc
         layers=np.array(",".join(f"{u}:{a}" for u, a in spec)), features=np.array(features),
         target=np.array(target), **scaling,
     )
+    # Built in memory, then written: a failed write (a full disk) is then one plain OSError.  Written
+    # straight to the file, NumPy before 2.1 leaves its ZipFile open on error, and its later
+    # garbage collection prints "Exception ignored ... Traceback".  Very large weights are written
+    # straight (a second copy in memory would cost more than that message).
+    if sum(a.nbytes for a in arrays.values() if isinstance(a, np.ndarray)) <= SAVE_IN_MEMORY_BYTES:
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        with open(path, "wb") as fh:
+            fh.write(buf.getbuffer())
+        return
     with open(path, "wb") as fh:  # a file object: np.savez adds no '.npz' to the name
         np.savez(fh, **arrays)
 
