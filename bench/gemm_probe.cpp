@@ -6,12 +6,17 @@
 //
 //   g++ -O3 -std=c++17 -DFASTGRAD_BLAS=1 -Icsrc bench/gemm_probe.cpp -o /tmp/gemm_probe -ldl -lpthread
 //   SOB=$(python -c "import fastgrad._blas as b; print(b.fallback_library())")
-//   /tmp/gemm_probe blas 300 $SOB; /tmp/gemm_probe own 300     # separate processes (see below)
+//   /tmp/gemm_probe blas 300 $SOB; /tmp/gemm_probe own 300; /tmp/gemm_probe ownp 300
 //
-// One process per side: OpenBLAS's pool spins for a while after each call and would take the
-// second core from our team.  "own" also checks both products against a double-precision loop.
-// Measured 2026-11-27, three alternations, medians of 280 pairs: OpenBLAS 638-650 us for the two
-// products, ours 724-741 us (13-14% slower; B is read in place with a 1 KB stride, not packed).
+// own: rows split between the threads, B read in place (1 KB stride).  ownp: B packed into
+// 16-wide panels; the first product split by columns, each thread packing all of A (in the fused
+// step that packing would be the batch gather itself).  One process per side: OpenBLAS's pool
+// spins for a while after each call and would take the second core from our team.  Both "own"
+// modes check the products against a double-precision loop.
+// Measured 2026-11-27, three alternations each, medians of 280 pairs (us, the two products):
+//   fast spell:  OpenBLAS 638-650, own 724-741
+//   slow spell:  OpenBLAS 846-861, own 990-1000, ownp 920-945 (first product 497-509 against
+//                431-439, the second 423-435 against 416-422)
 #include <immintrin.h>
 #include <atomic>
 #include <thread>
@@ -92,7 +97,7 @@ struct Team {
 };
 
 int main(int argc, char** argv) {
-    if (argc < 3 || (std::string(argv[1]) != "own" && (std::string(argv[1]) != "blas" || argc < 4)) ||
+    if (argc < 3 || (std::string(argv[1]) != "own" && std::string(argv[1]) != "ownp" && (std::string(argv[1]) != "blas" || argc < 4)) ||
         std::atoi(argv[2]) <= 20) {
         std::fprintf(stderr, "usage: gemm_probe own REPS | gemm_probe blas REPS path/to/libscipy_openblas.so  (REPS > 20)\n");
         return 2;
@@ -159,11 +164,57 @@ int main(int argc, char** argv) {
                     kern(B_, Ap5.data() + mp * MR * B_, dZ.data() + np * NR, H, dKc.data() + mp * MR * H + np * NR, H,
                          std::min(MR, I - mp * MR), false);
         };
+        const int NP = H / NR;
+        std::vector<float> Apn[2] = {std::vector<float>(mp1 * MR * KC), std::vector<float>(mp1 * MR * KC)};
+        std::vector<float> Bpn(NP * NR * I);
+        std::function<void(int)> p1n = [&](int t) {
+            const int n0 = t * NP / 2, n1 = (t + 1) * NP / 2;
+            float* ap = Apn[t].data();
+            for (int kc = 0; kc < I; kc += KC) {
+                const int kn = std::min(KC, I - kc);
+                for (int mp = 0; mp < mp1; ++mp) {
+                    float* d = ap + mp * MR * kn;
+                    for (int i = 0; i < MR; ++i) {
+                        const int row = mp * MR + i;
+                        if (row < B_) { const float* s = X.data() + row * I + kc; for (int k = 0; k < kn; ++k) d[k * MR + i] = s[k]; }
+                        else for (int k = 0; k < kn; ++k) d[k * MR + i] = 0;
+                    }
+                }
+                for (int np = n0; np < n1; ++np) {
+                    float* bp = Bpn.data() + np * NR * I + kc * NR;
+                    for (int k = 0; k < kn; ++k) std::memcpy(bp + k * NR, K1.data() + (kc + k) * H + np * NR, NR * 4);
+                }
+                for (int np = n0; np < n1; ++np)
+                    for (int mp = 0; mp < mp1; ++mp)
+                        kern(kn, ap + mp * MR * kn, Bpn.data() + np * NR * I + kc * NR, NR, Zc.data() + mp * MR * H + np * NR, H,
+                             std::min(MR, B_ - mp * MR), kc > 0);
+            }
+        };
+        std::vector<float> Bp5[2] = {std::vector<float>(NP * NR * B_), std::vector<float>(NP * NR * B_)};
+        std::function<void(int)> p5n = [&](int t) {
+            const int m0 = t == 0 ? 0 : (mp5 + 1) / 2, m1 = t == 0 ? (mp5 + 1) / 2 : mp5;
+            float* bp = Bp5[t].data();
+            for (int np = 0; np < NP; ++np)
+                for (int k = 0; k < B_; ++k) std::memcpy(bp + np * NR * B_ + k * NR, dZ.data() + k * H + np * NR, NR * 4);
+            for (int mp = m0; mp < m1; ++mp) {
+                float* d = Ap5.data() + mp * MR * B_;
+                const int c0 = mp * MR, cn = std::min(MR, I - c0);
+                for (int k = 0; k < B_; ++k) {
+                    const float* s = X.data() + k * I + c0;
+                    for (int i = 0; i < MR; ++i) d[k * MR + i] = i < cn ? s[i] : 0.f;
+                }
+            }
+            for (int np = 0; np < NP; ++np)
+                for (int mp = m0; mp < m1; ++mp)
+                    kern(B_, Ap5.data() + mp * MR * B_, bp + np * NR * B_, NR, dKc.data() + mp * MR * H + np * NR, H,
+                         std::min(MR, I - mp * MR), false);
+        };
+        const bool packed = mode == "ownp";
         for (int r = 0; r < reps; ++r) {
             auto a = clk::now();
-            team.run(p1);
+            team.run(packed ? p1n : p1);
             auto b = clk::now();
-            team.run(p5);
+            team.run(packed ? p5n : p5);
             auto c = clk::now();
             t1.push_back(us(a, b)); t5.push_back(us(b, c));
         }
