@@ -14,7 +14,8 @@
 // spins for a while after each call and would take the second core from our team.  Both "own"
 // modes check the products against a double-precision loop.
 // Measured 2026-11-27, three alternations each, medians of 280 pairs (us, the two products):
-//   fast spell:  OpenBLAS 638-650, own 724-741
+//   fast spell:  OpenBLAS 638-650, own 724-741; later OpenBLAS 642-655, ownp 679-683 (first
+//                product 365-367 against 326-333, the second 315-316 against 316-322)
 //   slow spell:  OpenBLAS 846-861, own 990-1000, ownp 920-945 (first product 497-509 against
 //                431-439, the second 423-435 against 416-422)
 #include <immintrin.h>
