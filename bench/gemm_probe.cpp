@@ -150,8 +150,8 @@ int main(int argc, char** argv) {
                              std::min(MR, B_ - mp * MR), kc > 0);
             }
         };
-        std::function<void(int)> p5 = [&](int t) {
-            const int m0 = t == 0 ? 0 : (mp5 + 1) / 2, m1 = t == 0 ? (mp5 + 1) / 2 : mp5;
+        // A = X^T for dK1, m-panels [m0, m1) of 6 columns of X
+        auto pack_a5 = [&](int m0, int m1) {
             for (int mp = m0; mp < m1; ++mp) {
                 float* d = Ap5.data() + mp * MR * B_;
                 const int c0 = mp * MR, cn = std::min(MR, I - c0);
@@ -160,6 +160,10 @@ int main(int argc, char** argv) {
                     for (int i = 0; i < MR; ++i) d[k * MR + i] = i < cn ? s[i] : 0.f;
                 }
             }
+        };
+        std::function<void(int)> p5 = [&](int t) {
+            const int m0 = t == 0 ? 0 : (mp5 + 1) / 2, m1 = t == 0 ? (mp5 + 1) / 2 : mp5;
+            pack_a5(m0, m1);
             for (int np = 0; np < H / NR; ++np)
                 for (int mp = m0; mp < m1; ++mp)
                     kern(B_, Ap5.data() + mp * MR * B_, dZ.data() + np * NR, H, dKc.data() + mp * MR * H + np * NR, H,
@@ -197,14 +201,7 @@ int main(int argc, char** argv) {
             float* bp = Bp5[t].data();
             for (int np = 0; np < NP; ++np)
                 for (int k = 0; k < B_; ++k) std::memcpy(bp + np * NR * B_ + k * NR, dZ.data() + k * H + np * NR, NR * 4);
-            for (int mp = m0; mp < m1; ++mp) {
-                float* d = Ap5.data() + mp * MR * B_;
-                const int c0 = mp * MR, cn = std::min(MR, I - c0);
-                for (int k = 0; k < B_; ++k) {
-                    const float* s = X.data() + k * I + c0;
-                    for (int i = 0; i < MR; ++i) d[k * MR + i] = i < cn ? s[i] : 0.f;
-                }
-            }
+            pack_a5(m0, m1);
             for (int np = 0; np < NP; ++np)
                 for (int mp = m0; mp < m1; ++mp)
                     kern(B_, Ap5.data() + mp * MR * B_, bp + np * NR * B_, NR, dKc.data() + mp * MR * H + np * NR, H,
