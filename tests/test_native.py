@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -204,17 +205,35 @@ def test_fit_in_threads_gives_the_same_bits_as_one_after_another():
         assert_same_run(a, b)
 
 
+RUN_START_WAIT_S = 60  # the longest the sender waits to see the run's first update
+
+
 @pytest.mark.parametrize("which", ["two-layer", "dense-4-bias"])
 def test_ctrl_c_interrupts_the_native_loop(which):
     make, d = MODELS[which]
     x, y = data(d=d)
     m = make("float32")
-    timer = threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT))
-    timer.start()
+    m.build(d)
+    kernel = m.layers[0].kernel  # the array the run updates in place
+    before = kernel.copy()
+    done = threading.Event()
+
+    def send():
+        # Ctrl-C once the run has made an update (the native loop is running, the GIL released),
+        # not at a fixed time: on a loaded machine a timer could fire before fit reached its loop
+        deadline = time.monotonic() + RUN_START_WAIT_S
+        while np.array_equal(kernel, before) and not done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=send)
+    sender.start()
     try:
         r = fg.fit(m, x, y, optimizer=fg.SGD(1e-6), batch_size=2, stop=stop.MaxSteps(10**9), record_weights=1000)
     finally:
-        timer.cancel()
+        done.set()
+        sender.join()
     assert r.loop == "native" and r.stopped_by == "interrupted"
     assert 0 < r.steps < 10**9
     assert len(r.history.loss) == len(r.history.batches) == r.steps
@@ -243,8 +262,15 @@ def test_ctrl_c_before_the_first_poll_is_the_runs():
 
     sender = threading.Thread(target=send)
     sender.start()
-    go.set()
-    r = fg.fit(m, x, y, optimizer=fg.SGD(1e-6), batch_size=2, stop=stop.MaxSteps(10**8))
+    # a long switch interval: the sender gets the GIL when fit_run releases it, not earlier in
+    # fit's Python code (where Ctrl-C would be Python's KeyboardInterrupt, before the run)
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(RUN_START_WAIT_S)
+    try:
+        go.set()
+        r = fg.fit(m, x, y, optimizer=fg.SGD(1e-6), batch_size=2, stop=stop.MaxSteps(10**8))
+    finally:
+        sys.setswitchinterval(interval)
     time.sleep(0.05)  # a Ctrl-C left pending in Python would raise KeyboardInterrupt here
     sender.join()
     assert r.loop == "native" and r.stopped_by == "interrupted"
