@@ -428,8 +428,8 @@ def fit(
 
     ``model`` is updated in place: a fit of a model that another thread is training or changing
     (fit, set_weights, build), or that the calling callback's own run is training, raises a
-    RuntimeError; so do set_weights and build from another thread during a run.  Separate models train in parallel
-    threads, with the same results as one after another.
+    RuntimeError; so do set_weights and build from another thread during a run.  Separate
+    models train in parallel threads, with the same results as one after another.
     """
     # ---- check everything first: a failed call changes nothing --------------------------
     layers = layers_of(model)
