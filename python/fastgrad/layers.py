@@ -65,9 +65,9 @@ class Dense:
         self.kernel: Optional[np.ndarray] = None
         self.bias: Optional[np.ndarray] = None
 
-    # fit keeps its compiled step here between calls (see training._net_for), and marks the
-    # layer while it trains it (training._claim): not part of the layer's state, so copies and
-    # pickles leave them out
+    # fit keeps its compiled step here between calls (see training._net_for), and fit,
+    # set_weights and build mark the layer while they change it (see mark below): not part of
+    # the layer's state, so copies and pickles leave them out
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state.pop("_fit_net", None)
@@ -322,20 +322,21 @@ def mark(layers: Sequence[Dense], owner: tuple, what: str, same_thread_ok: bool)
     leaves the marks it made until then)."""
     ordered = layers if len(layers) < 2 else sorted(set(layers), key=id)  # one order: no two refuse each other
     for layer in ordered:
-        held = layer.__dict__.setdefault("_fit_owner", owner)
-        if held is owner or same_thread_ok and held[1] is owner[1]:
-            continue
-        if not held[1].is_alive():
-            with _TAKE_OVER:  # one taker; a second sees the first's mark
-                if layer.__dict__.get("_fit_owner") is held:
-                    layer.__dict__["_fit_owner"] = owner
-                    continue
-        held = layer.__dict__.get("_fit_owner", owner)
-        if held[1] is owner[1]:
-            raise RuntimeError(f"{what}: the fit this callback or rule runs in is training this model; "
-                               "train a copy instead (copy.deepcopy(model))")
-        raise RuntimeError(f"{what}: another thread is training or changing this model (fit, set_weights or "
-                           "build); use one model from one thread at a time, or give each thread a copy")
+        while True:
+            held = layer.__dict__.setdefault("_fit_owner", owner)
+            if held is owner or same_thread_ok and held[1] is owner[1]:
+                break
+            if not held[1].is_alive():
+                with _TAKE_OVER:  # one taker; a second sees the first's mark
+                    if layer.__dict__.get("_fit_owner") is held:
+                        layer.__dict__["_fit_owner"] = owner
+                        break
+                continue  # the mark changed meanwhile: look again
+            if held[1] is owner[1]:
+                raise RuntimeError(f"{what}: the fit this callback or rule runs in is training this model; "
+                                   "train a copy instead (copy.deepcopy(model))")
+            raise RuntimeError(f"{what}: another thread is training or changing this model (fit, set_weights "
+                               "or build); use one model from one thread at a time, or give each thread a copy")
 
 
 def unmark(layers: Sequence[Dense], owner: tuple) -> None:
