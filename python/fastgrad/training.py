@@ -360,8 +360,6 @@ def _check_rule_values(i: int, r) -> None:
 
 def _check_record(record_weights) -> int:
     """0: no recording; k: every k steps (True means 1)."""
-    if record_weights is False or record_weights is None:  # the default, first (fit's fixed cost)
-        return 0
     if isinstance(record_weights, np.bool_):
         record_weights = bool(record_weights)
     if record_weights is False or record_weights is None:
