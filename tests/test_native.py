@@ -254,6 +254,9 @@ def test_ctrl_c_before_the_first_poll_is_the_runs():
     # Python's own handler, and the first poll must take it from there.
     x, y = data(d=4)
     m = MODELS["dense-4-bias"][0]("float32")
+    # built, and a seed given: fit's code before the run then has no call that lets the GIL go
+    # (a layer's build and a seedless fit read os.urandom, which does; in CI the Ctrl-C landed there)
+    m.build(4)
     go = threading.Event()
 
     def send():
@@ -268,7 +271,7 @@ def test_ctrl_c_before_the_first_poll_is_the_runs():
     sys.setswitchinterval(RUN_START_WAIT_S)
     try:
         go.set()
-        r = fg.fit(m, x, y, optimizer=fg.SGD(1e-6), batch_size=2, stop=stop.MaxSteps(10**8))
+        r = fg.fit(m, x, y, optimizer=fg.SGD(1e-6), batch_size=2, stop=stop.MaxSteps(10**8), seed=0)
     finally:
         sys.setswitchinterval(interval)
     time.sleep(0.05)  # a Ctrl-C left pending in Python would raise KeyboardInterrupt here
