@@ -1220,6 +1220,8 @@ def main(argv=None) -> int:
         ref: Optional[Timing] = None
         has_roof = w.id in ("W6", "W7")
         roof: List[float] = roofline_samples(w) if has_roof else []
+        if has_roof:
+            time.sleep(SETTLE_S)  # NumPy's products leave OpenBLAS's threads spinning, as below
         # prepare and warm up every contender; the slow ones are timed then (segments of one run)
         started: List[Tuple[Contender, Measurement]] = []
         for c in contenders:
@@ -1254,6 +1256,10 @@ def main(argv=None) -> int:
                     traceback.print_exc(file=sys.stderr)
             if has_roof:
                 roof += roofline_samples(w, budget_s=0.0, min_tries=3)
+                # the samples leave OpenBLAS's threads spinning for about 0.1 s (measured with
+                # /proc/self/task: 110 ms of CPU after one product): let them go idle before
+                # the next round, as after every long run
+                time.sleep(SETTLE_S)
         for c, m in started:
             if c.key in failed:
                 continue

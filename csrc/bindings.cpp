@@ -16,6 +16,7 @@
 #include <tuple>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels.hpp"
@@ -677,6 +678,19 @@ void bind_dtype(py::module_& m, const char* net_name) {
              py::arg("catch_sigint") = true);
 }
 
+// The team's parts: as many as the BLAS would use threads (what the products had before the team
+// took them over), else the CPUs; at most fg::kMaxParts.
+std::size_t default_team_parts() {
+    long n = 0;
+#ifdef FASTGRAD_BLAS
+    const fg::Blas& b = fg::active_blas();
+    if (b.get_threads) n = b.get_threads();
+    else if (!b.path.empty()) n = 1;  // a BLAS we cannot hold to one thread: no team
+#endif
+    if (n <= 0) n = long(std::thread::hardware_concurrency());
+    return std::size_t(std::clamp<long>(n, 1, long(fg::kMaxParts)));
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -684,7 +698,11 @@ PYBIND11_MODULE(_core, m) {
     m.attr("__version__") = FASTGRAD_VERSION;
     m.attr("has_blas") = fg::has_blas();
 #ifdef FASTGRAD_BLAS
-    m.def("use_shared_blas", []() { return fg::find_shared_blas(); },
+    m.def("use_shared_blas", []() {
+              std::string path = fg::find_shared_blas();
+              fg::team_parts() = default_team_parts();
+              return path;
+          },
           "call NumPy's OpenBLAS (one thread pool in the process) when the process has it; returns its "
           "path, or '' (and nothing changes)");
     m.def(
@@ -692,9 +710,13 @@ PYBIND11_MODULE(_core, m) {
         [](const std::string& path) {
             const std::string err = fg::load_fallback_blas(path);
             if (!err.empty()) throw py::value_error("cannot use " + path + " as fastgrad's BLAS: " + err);
+            fg::team_parts() = default_team_parts();
         },
         py::arg("path"), "open scipy-openblas32's library at path and call it (raises ValueError if it cannot)");
-    m.def("use_no_blas", []() { fg::active_blas() = fg::Blas{}; }, "every product on the plain loops (for tests)");
+    m.def("use_no_blas", []() {
+              fg::active_blas() = fg::Blas{};
+              fg::team_parts() = default_team_parts();
+          }, "every product on the plain loops (for tests)");
     m.def("blas_in_use", []() {
         const fg::Blas& b = fg::active_blas();
         if (b.path.empty()) return std::string("none (plain loops)");
@@ -706,6 +728,31 @@ PYBIND11_MODULE(_core, m) {
     m.def("use_no_blas", []() {});
     m.def("blas_in_use", []() { return std::string("none (plain loops)"); });
 #endif
+    fg::team_parts() = default_team_parts();
+    m.def("get_team_parts", []() { return fg::team_parts(); },
+          "how many parts (threads) the team step splits a step into; 1: no team");
+    m.def("set_team_parts", [](std::size_t v) {
+              if (v < 1 || v > fg::kMaxParts)
+                  fail("parts: expected 1 to " + std::to_string(fg::kMaxParts) + ", got " + std::to_string(v));
+              fg::team_parts() = v;
+          }, py::arg("parts"), "for tests and measurements; not while a fit runs");
+    m.def("default_team_parts", &default_team_parts, "the BLAS's thread count (or the CPUs), at most 16");
+    m.def("get_team_min_work", []() { return fg::team_min_work(); },
+          "steps whose largest layer does fewer multiply-adds (rows * in * out) run without the team");
+    m.def("set_team_min_work", [](std::size_t v) { fg::team_min_work() = v; }, py::arg("work"));
+    m.def("team_steps_run", []() { return fg::team_steps_run().load(); },
+          "how many steps have run on the team in this process (for tests)");
+    m.def("get_team_max_rows", []() { return fg::team_max_rows(); },
+          "batches of more rows than this run without the team (OpenBLAS's threads do their products)");
+    m.def("set_team_max_rows", [](std::size_t v) { fg::team_max_rows() = v; }, py::arg("rows"));
+    m.def("get_blas_threads", []() {
+#ifdef FASTGRAD_BLAS
+              const fg::Blas& b = fg::active_blas();
+              return b.get_threads ? b.get_threads() : -1;
+#else
+              return -1;
+#endif
+          }, "the BLAS's thread count now (-1: unknown); a run on the team sets it to 1 meanwhile");
     m.def("get_blas_min_work", []() { return fg::blas_min_work(); },
           "products of fewer multiply-adds than this run in the plain loops");
     m.def("set_blas_min_work", [](std::size_t v) { fg::blas_min_work() = v; }, py::arg("work"));

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <mutex>
 
 #ifdef FASTGRAD_BLAS
 #include <dlfcn.h>
@@ -19,6 +20,7 @@
 #include <climits>
 #include <cstdint>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <type_traits>
 #endif
@@ -59,6 +61,10 @@ struct Blas {
     gemm64_t<double> dgemm64 = nullptr;
     gemm32_t<float> sgemm32 = nullptr;
     gemm32_t<double> dgemm32 = nullptr;
+    // openblas_get/set_num_threads under the library's names (null if it has none): the team step
+    // (team.hpp) runs OpenBLAS on one thread while it splits the products between its own threads
+    int (*get_threads)() = nullptr;
+    void (*set_threads)(int) = nullptr;
     std::string path;
 };
 
@@ -83,6 +89,22 @@ inline bool use_blas(std::size_t n, std::size_t in, std::size_t out) {
 }
 
 #ifdef FASTGRAD_BLAS
+// Sets b's get_threads/set_threads from the first of each list of names that `h` exports (both or
+// neither).
+inline void set_thread_control(Blas& b, void* h, std::initializer_list<const char*> gets,
+                               std::initializer_list<const char*> sets) {
+    void* g = nullptr;
+    void* st = nullptr;
+    for (const char* n : gets)
+        if (!g) g = dlsym(h, n);
+    for (const char* n : sets)
+        if (!st) st = dlsym(h, n);
+    if (g && st) {
+        b.get_threads = reinterpret_cast<int (*)()>(g);
+        b.set_threads = reinterpret_cast<void (*)(int)>(st);
+    }
+}
+
 // Looks for a loaded library whose file name contains "openblas64" and exports the ILP64 CBLAS
 // gemm under NumPy's names, and calls it from now on; returns its path ("" if none, and then
 // nothing changes).  Call with the GIL held, no run in progress.
@@ -109,6 +131,8 @@ inline std::string find_shared_blas() {
             Blas b;
             b.sgemm64 = reinterpret_cast<gemm64_t<float>>(s);
             b.dgemm64 = reinterpret_cast<gemm64_t<double>>(d);
+            set_thread_control(b, h, {"scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_"},
+                               {"scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_"});
             b.path = found.path;
             active_blas() = b;
             return found.path;
@@ -136,17 +160,19 @@ inline std::string load_fallback_blas(const std::string& path) {
     Blas b;
     b.sgemm32 = reinterpret_cast<gemm32_t<float>>(s);
     b.dgemm32 = reinterpret_cast<gemm32_t<double>>(d);
+    set_thread_control(b, h, {"scipy_openblas_get_num_threads"}, {"scipy_openblas_set_num_threads"});
     b.path = path;
     active_blas() = b;
     return "";
 }
 
-// Only after use_blas(...) said yes for these dimensions.
+// Only after use_blas(...) said yes for these dimensions.  lda, ldb, ldc: the row strides of
+// the stored A, B and C (a block of a larger matrix); the overload below takes them packed.
 template <class T>
-inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const T* a, const T* b, T* c) {
+inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const T* a, std::size_t lda,
+                 const T* b, std::size_t ldb, T* c, std::size_t ldc) {
     static_assert(std::is_same_v<T, float> || std::is_same_v<T, double>, "gemm: float or double");
     const int TA = ta ? kCblasTrans : kCblasNoTrans, TB = tb ? kCblasTrans : kCblasNoTrans;
-    const std::size_t lda = ta ? m : k, ldb = tb ? k : n;
     const Blas& lib = active_blas();
     gemm64_t<T> g64;
     gemm32_t<T> g32;
@@ -159,13 +185,75 @@ inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, 
     }
     if (g64)
         g64(kCblasRowMajor, TA, TB, std::int64_t(m), std::int64_t(n), std::int64_t(k), T(1), a, std::int64_t(lda), b,
-            std::int64_t(ldb), T(0), c, std::int64_t(n));
+            std::int64_t(ldb), T(0), c, std::int64_t(ldc));
     else
-        g32(kCblasRowMajor, TA, TB, int(m), int(n), int(k), T(1), a, int(lda), b, int(ldb), T(0), c, int(n));
+        g32(kCblasRowMajor, TA, TB, int(m), int(n), int(k), T(1), a, int(lda), b, int(ldb), T(0), c, int(ldc));
+}
+
+template <class T>
+inline void gemm(bool ta, bool tb, std::size_t m, std::size_t n, std::size_t k, const T* a, const T* b, T* c) {
+    gemm(ta, tb, m, n, k, a, ta ? m : k, b, tb ? k : n, c, n);
 }
 #else
 template <class T>
 inline void gemm(bool, bool, std::size_t, std::size_t, std::size_t, const T*, const T*, T*) {}
+template <class T>
+inline void gemm(bool, bool, std::size_t, std::size_t, std::size_t, const T*, std::size_t, const T*, std::size_t, T*,
+                 std::size_t) {}
 #endif
+
+// Whether the products can be held to one thread of the BLAS (always, with no BLAS).
+inline bool blas_threads_controllable() {
+#ifdef FASTGRAD_BLAS
+    const Blas& b = active_blas();
+    return b.path.empty() || b.set_threads;
+#else
+    return true;
+#endif
+}
+
+// While one of these lives (in any thread), the BLAS runs every product on its calling thread:
+// the first one saves the BLAS's thread count and sets it to 1, the last one puts it back.  (The
+// setting is the process's: NumPy's products in other threads meanwhile run on one thread too.)
+class BlasOneThread {
+  public:
+    BlasOneThread() {
+#ifdef FASTGRAD_BLAS
+        const Blas& b = active_blas();
+        if (!b.set_threads) return;
+        set_ = b.set_threads;
+        State& s = state();
+        std::lock_guard<std::mutex> lock(s.m);
+        if (s.users++ == 0) {
+            s.saved = b.get_threads();
+            set_(1);
+        }
+#endif
+    }
+    ~BlasOneThread() {
+#ifdef FASTGRAD_BLAS
+        if (!set_) return;
+        State& s = state();
+        std::lock_guard<std::mutex> lock(s.m);
+        if (--s.users == 0) set_(s.saved);
+#endif
+    }
+    BlasOneThread(const BlasOneThread&) = delete;
+    BlasOneThread& operator=(const BlasOneThread&) = delete;
+
+  private:
+#ifdef FASTGRAD_BLAS
+    struct State {
+        std::mutex m;
+        int users = 0;
+        int saved = 1;
+    };
+    static State& state() {
+        static State s;
+        return s;
+    }
+    void (*set_)(int) = nullptr;
+#endif
+};
 
 }  // namespace fg

@@ -16,6 +16,7 @@
 
 #include "kernels.hpp"
 #include "sampler.hpp"
+#include "team.hpp"
 
 namespace fg {
 
@@ -223,6 +224,239 @@ StepResult dense1_out1_step(const DenseView<T>& L, const T* FG_R x, const T* FG_
     return r;
 }
 
+// The first parameter (get_weights order) whose gradient, and the first whose new value, is not
+// finite, into r.bad_grad and r.bad_weight (after a step whose sums said one is).
+template <class T>
+void name_bad(const std::vector<DenseView<T>>& layers, StepResult& r) {
+    int p = 0;
+    for (const auto& L : layers) {
+        for (int j = 0; j < (L.b ? 2 : 1); ++j, ++p) {
+            const T* g = j ? L.db : L.dk;
+            const T* w = j ? L.b : L.k;
+            const std::size_t c = j ? L.out : L.in * L.out;
+            if (r.bad_grad < 0 && !all_finite(g, c)) r.bad_grad = p;
+            if (r.bad_weight < 0 && !all_finite(w, c)) r.bad_weight = p;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The team step (team.hpp): the step of net_step in phases, each cut into team_parts() parts.
+// Every value is computed by the same arithmetic as in the serial kernels (dense_forward,
+// relu_mask_db, dense_backward, sgd_update) on a block of rows or columns; only the products'
+// BLAS calls (one thread each, on a block) and the gradient norm's sum of squares (a sum per
+// part, the parts added in order) may round otherwise.
+// ---------------------------------------------------------------------------------------------
+inline std::size_t part_begin(std::size_t n, std::size_t p, std::size_t parts) { return n * p / parts; }
+
+// Z[r0:r1, c0:c1] = act(A[r0:r1, :] K[:, c0:c1] + b[c0:c1]), as dense_forward computes those elements.
+template <class T>
+void forward_block(T* FG_R z, const T* FG_R a, const T* FG_R k, const T* FG_R b, std::size_t in, std::size_t out,
+                   Activation act, bool blas, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t c1) {
+    if (r0 >= r1 || c0 >= c1) return;
+    if (blas) gemm(false, false, r1 - r0, c1 - c0, in, a + r0 * in, in, k + c0, out, z + r0 * out + c0, out);
+    for (std::size_t r = r0; r < r1; ++r) {
+        T* FG_R yr = z + r * out;
+        if (!blas) {
+            const T* FG_R xr = a + r * in;
+            std::size_t i = 0;
+            if (b) {
+                for (std::size_t o = c0; o < c1; ++o) yr[o] = b[o];
+            } else if (in > 0) {
+                for (std::size_t o = c0; o < c1; ++o) yr[o] = xr[0] * k[o];
+                i = 1;
+            } else {
+                for (std::size_t o = c0; o < c1; ++o) yr[o] = T(0);
+            }
+            for (; i < in; ++i) {
+                const T xv = xr[i];
+                const T* FG_R ki = k + i * out;
+                for (std::size_t o = c0; o < c1; ++o) yr[o] += xv * ki[o];
+            }
+        } else if (b) {
+            for (std::size_t o = c0; o < c1; ++o) yr[o] += b[o];
+        }
+        if (act == Activation::relu)
+            for (std::size_t o = c0; o < c1; ++o) yr[o] = yr[o] < T(0) ? T(0) : yr[o];  // NaN stays NaN
+    }
+}
+
+// Columns [c0, c1) of dZ = dY * act'(Y), in place (dz holds dY), and db[c0:c1] = their sums over the
+// n rows (row 0 first), as relu_mask_db and dense_backward compute them.  db may be null.
+template <class T>
+void mask_db_block(T* FG_R dz, const T* FG_R y, T* FG_R db, std::size_t n, std::size_t out, Activation act,
+                   std::size_t c0, std::size_t c1) {
+    if (c0 >= c1) return;
+    const bool relu = act == Activation::relu;
+    for (std::size_t r = 0; r < n; ++r) {
+        T* FG_R zr = dz + r * out;
+        const T* FG_R yr = y + r * out;
+        if (relu)
+            for (std::size_t o = c0; o < c1; ++o) zr[o] = zr[o] * relu_gate(yr[o]);
+        if (!db) continue;
+        if (r == 0)
+            for (std::size_t o = c0; o < c1; ++o) db[o] = zr[o];
+        else
+            for (std::size_t o = c0; o < c1; ++o) db[o] += zr[o];
+    }
+}
+
+// Columns [i0, i1) of dX = dZ K^T (n rows), as dense_backward computes them.
+template <class T>
+void dx_block(T* FG_R dx, const T* FG_R g, const T* FG_R k, std::size_t n, std::size_t in, std::size_t out, bool blas,
+              std::size_t i0, std::size_t i1) {
+    if (i0 >= i1 || n == 0) return;
+    if (blas) {
+        gemm(false, true, n, i1 - i0, out, g, out, k + i0 * out, out, dx + i0, in);
+        return;
+    }
+    for (std::size_t r = 0; r < n; ++r) {
+        const T* FG_R gr = g + r * out;
+        T* FG_R dxr = dx + r * in;
+        for (std::size_t i = i0; i < i1; ++i) {
+            const T* FG_R ki = k + i * out;
+            T s = out ? gr[0] * ki[0] : T(0);
+            for (std::size_t o = 1; o < out; ++o) s += gr[o] * ki[o];
+            dxr[i] = s;
+        }
+    }
+}
+
+// Rows [i0, i1) of dK = X^T dZ (n rows), as dense_backward computes them.
+template <class T>
+void dk_block(T* FG_R dk, const T* FG_R x, const T* FG_R g, std::size_t n, std::size_t in, std::size_t out, bool blas,
+              std::size_t i0, std::size_t i1) {
+    if (i0 >= i1 || out == 0) return;
+    if (blas) {
+        gemm(true, false, i1 - i0, out, n, x + i0, in, g, out, dk + i0 * out, out);
+        return;
+    }
+    for (std::size_t i = i0; i < i1; ++i) {
+        const T xv = n ? x[i] : T(0);
+        T* FG_R dki = dk + i * out;
+        for (std::size_t o = 0; o < out; ++o) dki[o] = n ? xv * g[o] : T(0);
+    }
+    for (std::size_t r = 1; r < n; ++r) {
+        const T* FG_R xr = x + r * in;
+        const T* FG_R gr = g + r * out;
+        for (std::size_t i = i0; i < i1; ++i) {
+            const T xv = xr[i];
+            T* FG_R dki = dk + i * out;
+            for (std::size_t o = 0; o < out; ++o) dki[o] += xv * gr[o];
+        }
+    }
+}
+
+// What one part's updates found: its sum of squared gradients, largest change, finiteness.
+struct alignas(64) PartUpdate {
+    double sq = 0.0;
+    double delta = 0.0;
+    bool finite = true;
+    bool nan_delta = false;
+
+    template <class T>
+    void update(T* w, const T* g, T lr, std::size_t count) {
+        if (count == 0) return;
+        const double d = sgd_update(w, g, lr, count, &sq, &finite);
+        nan_delta |= d != d;
+        delta = d > delta ? d : delta;
+    }
+};
+
+// Whether net_step runs this step on the team: parts to share, a batch of at most
+// team_max_rows() rows, a layer large enough to pay for the threads, and a BLAS that can be held
+// to one thread.
+template <class T>
+bool team_applies(const std::vector<DenseView<T>>& layers, std::size_t rows) {
+    if (team_parts() < 2 || layers.empty() || rows > team_max_rows()) return false;
+    std::size_t most = 0;
+    for (const auto& L : layers) most = std::max(most, rows * L.in * L.out);
+    return most >= team_min_work() && blas_threads_controllable();
+}
+
+// net_step on the team.  Phases: gather; forward, one per layer (blocks of rows when the batch
+// has more rows than the layer outputs, else of columns); the loss (part 0); the last layer's
+// mask and bias gradient (columns); then one per layer, last first: dX's columns with the
+// previous layer's mask and bias gradient on them, dK's rows, and the update of those rows of K
+// and of the bias entries just summed.  A part updates only what no other part still reads.
+template <class T>
+StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
+                     const std::int64_t* idx, std::size_t rows, T lr) {
+    const std::size_t parts = std::min(team_parts(), kMaxParts);
+    const std::size_t nl = layers.size();
+    const std::size_t in0 = layers.front().in, outl = layers.back().out;
+    const T* xb = idx ? s.xb.data() : x;
+    const T* yb = idx ? s.yb.data() : y;
+    PartUpdate pu[kMaxParts];
+    T loss = T(0);
+    BlasOneThread one_thread;
+    auto phase = [&](std::size_t ph, std::size_t p) {
+        auto lo = [&](std::size_t n) { return part_begin(n, p, parts); };
+        auto hi = [&](std::size_t n) { return part_begin(n, p + 1, parts); };
+        if (ph == 0) {  // the batch's rows
+            if (idx) {
+                gather_rows(s.xb.data() + lo(rows) * in0, x, idx + lo(rows), hi(rows) - lo(rows), in0);
+                gather_rows(s.yb.data() + lo(rows) * outl, y, idx + lo(rows), hi(rows) - lo(rows), outl);
+            }
+            return;
+        }
+        if (ph <= nl) {  // forward, layer ph - 1
+            const std::size_t l = ph - 1;
+            const auto& L = layers[l];
+            const T* a = l ? s.acts[l - 1].data() : xb;
+            const bool blas = use_blas(rows, L.in, L.out);
+            if (rows > L.out)
+                forward_block(s.acts[l].data(), a, L.k, L.b, L.in, L.out, L.act, blas, lo(rows), hi(rows), 0, L.out);
+            else
+                forward_block(s.acts[l].data(), a, L.k, L.b, L.in, L.out, L.act, blas, 0, rows, lo(L.out), hi(L.out));
+            return;
+        }
+        if (ph == nl + 1) {  // the loss and dL/dP, on part 0
+            if (p == 0) loss = mse_forward_backward(s.grad_in[nl - 1].data(), s.acts[nl - 1].data(), yb, rows * outl);
+            return;
+        }
+        if (ph == nl + 2) {  // the last layer's mask and bias gradient, and its bias update
+            const auto& L = layers[nl - 1];
+            mask_db_block(s.grad_in[nl - 1].data(), s.acts[nl - 1].data(), L.db, rows, L.out, L.act, lo(L.out),
+                          hi(L.out));
+            if (L.b) pu[p].update(L.b + lo(L.out), L.db + lo(L.out), lr, hi(L.out) - lo(L.out));
+            return;
+        }
+        const std::size_t l = nl - 1 - (ph - nl - 3);  // backward, layer l (last first)
+        const auto& L = layers[l];
+        const bool blas = use_blas(rows, L.in, L.out);
+        const T* g = s.grad_in[l].data();
+        const std::size_t i0 = lo(L.in), i1 = hi(L.in);
+        if (l > 0) {  // dX's columns [i0, i1): the previous layer's outputs, masked, summed, bias updated
+            const auto& P = layers[l - 1];
+            T* dx = s.grad_in[l - 1].data();
+            dx_block(dx, g, L.k, rows, L.in, L.out, blas, i0, i1);
+            mask_db_block(dx, s.acts[l - 1].data(), P.db, rows, P.out, P.act, i0, i1);
+            if (P.b) pu[p].update(P.b + i0, P.db + i0, lr, i1 - i0);
+        }
+        const T* a = l ? s.acts[l - 1].data() : xb;
+        dk_block(L.dk, a, g, rows, L.in, L.out, blas, i0, i1);
+        pu[p].update(L.k + i0 * L.out, L.dk + i0 * L.out, lr, (i1 - i0) * L.out);
+    };
+    run_phases(2 * nl + 3, phase);
+    StepResult r{};
+    r.loss = double(loss);
+    r.bad_grad = -1;
+    r.bad_weight = -1;
+    double sq = 0.0, delta = 0.0;
+    bool finite = true, nan_delta = false;
+    for (std::size_t p = 0; p < parts; ++p) {
+        sq += pu[p].sq;
+        finite = finite && pu[p].finite;
+        nan_delta |= pu[p].nan_delta;
+        delta = pu[p].delta > delta ? pu[p].delta : delta;
+    }
+    r.grad_norm = std::sqrt(sq);
+    if (!std::isfinite(sq) || !finite) name_bad(layers, r);
+    r.weight_delta = nan_delta ? double(NAN) : delta;
+    return r;
+}
+
 // One SGD step.  idx: `rows` sample indices into x/y (gathered), or null for the full batch
 // (then rows is the number of samples).  Indices must already lie in range.
 template <class T>
@@ -237,6 +471,7 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
             default: return dense1_out1_step<T, 0>(layers[0], x, y, idx, rows, lr);
         }
     }
+    if (team_applies(layers, rows)) return team_step(s, layers, x, y, idx, rows, lr);
     const T* xb = x;
     const T* yb = y;
     if (idx) {
@@ -265,18 +500,7 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
         }
     }
     r.grad_norm = std::sqrt(sq);
-    if (!std::isfinite(sq) || !finite) {
-        int p = 0;
-        for (const auto& L : layers) {
-            for (int j = 0; j < (L.b ? 2 : 1); ++j, ++p) {
-                const T* g = j ? L.db : L.dk;
-                const T* w = j ? L.b : L.k;
-                const std::size_t c = j ? L.out : L.in * L.out;
-                if (r.bad_grad < 0 && !all_finite(g, c)) r.bad_grad = p;
-                if (r.bad_weight < 0 && !all_finite(w, c)) r.bad_weight = p;
-            }
-        }
-    }
+    if (!std::isfinite(sq) || !finite) name_bad(layers, r);
     r.weight_delta = nan_delta ? double(NAN) : delta;
     return r;
 }

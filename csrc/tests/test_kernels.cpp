@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <random>
 #include <vector>
 
@@ -256,6 +257,99 @@ void net_case(std::mt19937_64& rng) {
     expect(std::isnan(c.loss) && c.bad_grad == 0 && c.bad_weight == 0, "net_step reports NaN", 0, 0);
 }
 
+// The team step (team.hpp) on `parts` parts: on its threads and with every part on one thread
+// (the team busy) it gives the same bits; against the serial step (one part) the same loss,
+// gradients and weights (this build has no BLAS: the same loops on blocks), and the gradient norm
+// up to the order of its sum.  Random stacks of 1-3 layers, some of fewer rows or outputs than
+// parts.
+template <class T>
+void team_case(std::mt19937_64& rng, std::size_t parts) {
+    std::uniform_int_distribution<int> dim(1, 12), nlay(1, 3);
+    std::normal_distribution<double> nd;
+    const std::size_t nl = std::size_t(nlay(rng)), n = 20, rows = std::size_t(dim(rng));
+    const bool gather = rng() & 1;
+    std::vector<std::size_t> w{std::size_t(dim(rng))};
+    for (std::size_t l = 0; l < nl; ++l) w.push_back(std::size_t(dim(rng)));
+    const std::size_t nrows = gather ? n : rows;
+    std::vector<T> x(nrows * w[0]), y(nrows * w[nl]);
+    for (auto* v : {&x, &y})
+        for (auto& e : *v) e = T(nd(rng));
+    std::vector<std::int64_t> idx(rows);
+    for (auto& i : idx) i = std::int64_t(rng() % n);
+    // three copies of the parameters: serial, team threads, team with every part here
+    struct Net {
+        std::vector<std::vector<T>> k, b, dk, db;
+        std::vector<fg::DenseView<T>> views;
+        fg::NetScratch<T> s;
+    } nets[3];
+    std::vector<bool> bias(nl), relu(nl);
+    for (std::size_t l = 0; l < nl; ++l) {
+        bias[l] = rng() % 4 != 0;
+        relu[l] = rng() & 1;
+    }
+    for (int c = 0; c < 3; ++c) {
+        std::mt19937_64 init(99);  // the same initial weights in each copy (and a fresh
+        std::normal_distribution<double> ni;  // distribution: one keeps a value between calls)
+        Net& N = nets[c];
+        N.k.resize(nl), N.b.resize(nl), N.dk.resize(nl), N.db.resize(nl);
+        for (std::size_t l = 0; l < nl; ++l) {
+            N.k[l].resize(w[l] * w[l + 1]);
+            N.b[l].resize(w[l + 1]);
+            N.dk[l].resize(w[l] * w[l + 1]);
+            N.db[l].resize(w[l + 1]);
+            for (auto& e : N.k[l]) e = T(0.5 * ni(init));
+            for (auto& e : N.b[l]) e = T(0.1 * ni(init));
+        }
+        for (std::size_t l = 0; l < nl; ++l)
+            N.views.push_back({N.k[l].data(), bias[l] ? N.b[l].data() : nullptr, N.dk[l].data(),
+                               bias[l] ? N.db[l].data() : nullptr, w[l], w[l + 1],
+                               relu[l] ? fg::Activation::relu : fg::Activation::linear});
+        N.s.resize(N.views, rows, gather);
+    }
+    const std::int64_t* ip = gather ? idx.data() : nullptr;
+    const std::size_t saved_parts = fg::team_parts(), saved_work = fg::team_min_work();
+    fg::StepResult r[3];
+    for (int step = 0; step < 3; ++step) {
+        fg::team_parts() = 1;
+        r[0] = fg::net_step(nets[0].s, nets[0].views, x.data(), y.data(), ip, rows, T(0.05));
+        fg::team_parts() = parts;
+        fg::team_min_work() = 0;
+        r[1] = fg::net_step(nets[1].s, nets[1].views, x.data(), y.data(), ip, rows, T(0.05));
+        {
+            std::lock_guard<std::mutex> busy(fg::team_slot().lock);  // the team is taken: parts in turn
+            r[2] = fg::net_step(nets[2].s, nets[2].views, x.data(), y.data(), ip, rows, T(0.05));
+        }
+        fg::team_parts() = saved_parts;
+        fg::team_min_work() = saved_work;
+        bool same_w = true, team_w = true;
+        for (std::size_t l = 0; l < nl; ++l) {
+            same_w &= nets[0].k[l] == nets[1].k[l] && nets[0].dk[l] == nets[1].dk[l] && nets[0].b[l] == nets[1].b[l] &&
+                      nets[0].db[l] == nets[1].db[l];
+            team_w &= nets[1].k[l] == nets[2].k[l] && nets[1].dk[l] == nets[2].dk[l] && nets[1].b[l] == nets[2].b[l] &&
+                      nets[1].db[l] == nets[2].db[l];
+        }
+        expect(r[1].loss == r[2].loss && r[1].grad_norm == r[2].grad_norm && r[1].weight_delta == r[2].weight_delta &&
+                   team_w,
+               "team step: threads == parts in turn, bit for bit", std::fabs(r[1].grad_norm - r[2].grad_norm), 0);
+        expect(r[0].loss == r[1].loss && r[0].weight_delta == r[1].weight_delta && same_w,
+               "team step == serial step: loss, gradients, weights", std::fabs(r[0].loss - r[1].loss), 0);
+        const double kNormTol = 1e-12;  // the same squares, summed in another order (in double)
+        const double nerr = std::fabs(r[0].grad_norm - r[1].grad_norm) / std::fmax(r[0].grad_norm, 1e-300);
+        expect(nerr <= kNormTol, "team step == serial step: gradient norm", nerr, kNormTol);
+    }
+    // a NaN in the batch: the same parameter named as not finite
+    x[std::size_t(gather ? idx[0] : 0) * w[0]] = T(NAN);
+    fg::team_parts() = 1;
+    r[0] = fg::net_step(nets[0].s, nets[0].views, x.data(), y.data(), ip, rows, T(0.05));
+    fg::team_parts() = parts;
+    fg::team_min_work() = 0;
+    r[1] = fg::net_step(nets[1].s, nets[1].views, x.data(), y.data(), ip, rows, T(0.05));
+    fg::team_parts() = saved_parts;
+    fg::team_min_work() = saved_work;
+    expect(r[0].bad_grad == r[1].bad_grad && r[0].bad_weight == r[1].bad_weight && std::isnan(r[1].loss),
+           "team step names the same non-finite parameter", 0, 0);
+}
+
 // The fused single-layer step gives the bits of the separate kernels.
 template <class T>
 void single_layer_case(std::mt19937_64& rng) {
@@ -356,6 +450,11 @@ int main() {
         net_case<double>(rng);
         net_case<float>(rng);
     }
+    for (std::size_t parts : {2, 3, 5})
+        for (int i = 0; i < 40; ++i) {
+            team_case<double>(rng, parts);
+            team_case<float>(rng, parts);
+        }
     std::printf("%d passed, %d failed\n", checks - failures, failures);
     return failures ? 1 : 0;
 }
