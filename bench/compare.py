@@ -41,8 +41,10 @@ which costs such a short run up to 2x, and the untimed runs pay that instead.  M
 fastgrad's W1: 13.5 ns a step run after run; right after a 0.3 s pause 36 ns, after one untimed
 run 16 ns, after three 14 ns.  For W6 and W7 the roofline
 is the time NumPy's matmul takes for the step's five matrix products (forward X@K1, H@K2;
-backward H.T@dZ2, dZ2@K2.T, X.T@dZ1), sampled in the same run before the contenders and after
-each round.  fastgrad's figure is the whole ``fit`` call divided by the steps, so it includes
+backward H.T@dZ2, dZ2@K2.T, X.T@dZ1), sampled in the same run: a few tries before the
+contenders, then after each round for as long as fastgrad's run of that round took, so that its
+median and fastgrad's weigh the machine's spells alike; each batch of samples is followed by the
+0.3 s pause (OpenBLAS's threads spin for about 0.1 s after a product).  fastgrad's figure is the whole ``fit`` call divided by the steps, so it includes
 fit's fixed costs (checking the data, setting up the run, building the result).
 
 The machine sets OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE, which slow OpenBLAS down; this script
@@ -1219,7 +1221,10 @@ def main(argv=None) -> int:
         rows: Dict[str, dict] = {}
         ref: Optional[Timing] = None
         has_roof = w.id in ("W6", "W7")
-        roof: List[float] = roofline_samples(w) if has_roof else []
+        # a few samples first (they also warm NumPy up); then, after each round, samples for as long
+        # as fastgrad's run of the round took, so that the roofline's median weighs the machine's
+        # spells as fastgrad's does (it is shared: its speed moves by up to 2x over seconds)
+        roof: List[float] = roofline_samples(w, budget_s=0.0, min_tries=5) if has_roof else []
         if has_roof:
             time.sleep(SETTLE_S)  # NumPy's products leave OpenBLAS's threads spinning, as below
         # prepare and warm up every contender; the slow ones are timed then (segments of one run)
@@ -1255,7 +1260,8 @@ def main(argv=None) -> int:
                     out(f"  {c.name:<29}ERROR {type(e).__name__}: {e}")
                     traceback.print_exc(file=sys.stderr)
             if has_roof:
-                roof += roofline_samples(w, budget_s=0.0, min_tries=3)
+                fg_times = [m.times[-1] for c, m in pending if c.key == "fastgrad" and m.times]
+                roof += roofline_samples(w, budget_s=min(fg_times[-1], 1.0) if fg_times else 0.0, min_tries=3)
                 # the samples leave OpenBLAS's threads spinning for about 0.1 s (measured with
                 # /proc/self/task: 110 ms of CPU after one product): let them go idle before
                 # the next round, as after every long run
