@@ -3,12 +3,13 @@
 // kernels fit runs.  A measuring tool, not a test:
 //
 //   g++ -O3 -std=c++17 -ffp-contract=off -fno-math-errno -DFASTGRAD_BLAS=1 -Icsrc
-//       bench/step_parts.cpp -o /tmp/step_parts -ldl     (one command)
+//       bench/step_parts.cpp -o /tmp/step_parts -ldl -lpthread     (one command)
 //   SOB=$(python -c "import fastgrad._blas as b; print(b.fallback_library())")
 //   /tmp/step_parts 128 400 $SOB      # batch rows (8192: W7), steps, the BLAS library
 //
 // It opens scipy-openblas32 (fastgrad's fallback BLAS; fit itself calls NumPy's OpenBLAS, the
-// same kernels).  x is a std::vector (4 KiB pages): NumPy gives arrays this large huge pages, on
+// same kernels).  Last, the whole step as fit runs it (net_step: on fastgrad's own two threads,
+// the team, for W6's batch).  x is a std::vector (4 KiB pages): NumPy gives arrays this large huge pages, on
 // which the gather measured about 75 µs instead of 125.
 #include <algorithm>
 #include <chrono>
@@ -16,6 +17,7 @@
 #include <cstdlib>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "net.hpp"
@@ -102,5 +104,22 @@ int main(int argc, char** argv) {
     std::sort(five_us.begin(), five_us.end());
     std::printf("median step %.1f µs, median five products %.1f µs: step / products = %.3f\n", step_us[n / 2],
                 five_us[n / 2], step_us[n / 2] / five_us[n / 2]);
+    // The step fit runs at this size: net_step, on the team (team.hpp) when it takes this batch,
+    // after a pause that lets OpenBLAS's threads (which spin after the products above) go idle.
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    fg::team_parts() = 2;
+    const bool team = fg::team_applies(L, B);
+    std::vector<double> net_us;
+    for (int st = 0; st < steps; ++st) {
+        for (auto& v : idx) v = std::int64_t(rng() % N);
+        const auto a = clk::now();
+        fg::net_step(s, L, x.data(), y.data(), full ? nullptr : idx.data(), B, 0.01f);
+        const auto b = clk::now();
+        if (st >= skip) net_us.push_back(us(a, b));
+    }
+    std::sort(net_us.begin(), net_us.end());
+    std::printf("median net_step %s: %.1f µs = %.3f x the five products' median above\n",
+                team ? "on the team (two threads)" : "(OpenBLAS's threads; the team does not take this batch)",
+                net_us[n / 2], net_us[n / 2] / five_us[n / 2]);
     return 0;
 }

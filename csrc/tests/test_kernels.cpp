@@ -264,7 +264,7 @@ void net_case(std::mt19937_64& rng) {
 // parts.
 template <class T>
 void team_case(std::mt19937_64& rng, std::size_t parts) {
-    std::uniform_int_distribution<int> dim(1, 12), nlay(1, 3);
+    std::uniform_int_distribution<int> dim(1, 24), nlay(1, 3);  // narrow (<= 16) and wide layers
     std::normal_distribution<double> nd;
     const std::size_t nl = std::size_t(nlay(rng)), n = 20, rows = std::size_t(dim(rng));
     const bool gather = rng() & 1;
