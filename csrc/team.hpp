@@ -21,7 +21,9 @@
 #include <thread>
 #include <vector>
 
+#include <pthread.h>
 #include <sched.h>
+#include <signal.h>
 #include <unistd.h>
 
 namespace fg {
@@ -66,14 +68,20 @@ inline void spin_while(F&& still) {
 
 class Team {
   public:
-    // parts - 1 worker threads.  Throws std::system_error if a thread cannot start.
+    // parts - 1 worker threads, with every signal blocked (a Ctrl-C goes to a Python thread,
+    // never to one of these).  Throws std::system_error if a thread cannot start.
     explicit Team(std::size_t parts) : parts_(parts), pid_(getpid()) {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);  // the threads inherit the mask
         try {
             for (std::size_t p = 1; p < parts; ++p) workers_.emplace_back([this, p] { work(p); });
         } catch (...) {
+            pthread_sigmask(SIG_SETMASK, &old, nullptr);
             stop();
             throw;
         }
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
     }
     ~Team() { stop(); }
     Team(const Team&) = delete;
