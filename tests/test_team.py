@@ -193,3 +193,12 @@ def test_ctrl_c_stops_a_team_run_and_puts_the_blas_threads_back(team_on):
     assert 0 < r.steps < 10**9
     assert _core.team_steps_run() - steps_before >= r.steps
     assert _core.get_blas_threads() == threads_before
+
+
+@pytest.mark.skipif(_core.get_blas_threads() < 0, reason="no BLAS whose threads fastgrad can read")
+def test_openblas_on_one_thread_means_no_team():
+    code = "import fastgrad; from fastgrad import _core; print(_core.get_team_parts(), _core.get_blas_threads())"
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "1"]
