@@ -44,6 +44,11 @@ template <class T>
 struct NetScratch {
     std::vector<std::vector<T>> acts, grad_in;
     std::vector<T> xb, yb;
+    // the team step's next batch, gathered during the step before (the native loop draws one
+    // batch ahead): its rows, the indices they are of, and whether they are valid
+    std::vector<T> xb_next, yb_next;
+    std::vector<std::int64_t> next_idx;
+    bool next_valid = false;
     std::size_t rows = 0;
 
     void resize(const std::vector<DenseView<T>>& layers, std::size_t rows_, bool gather) {
@@ -381,10 +386,27 @@ bool team_applies(const std::vector<DenseView<T>>& layers, std::size_t rows) {
 // and of the bias entries just summed.  A part updates only what no other part still reads.
 template <class T>
 StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
-                     const std::int64_t* idx, std::size_t rows, T lr) {
+                     const std::int64_t* idx, std::size_t rows, T lr, const std::int64_t* next_idx = nullptr) {
     const std::size_t parts = std::min(team_parts(), kMaxParts);
     const std::size_t nl = layers.size();
     const std::size_t in0 = layers.front().in, outl = layers.back().out;
+    // this batch's rows, if the step before gathered them; and the next batch's, to gather in
+    // the last phase by whichever thread is done first (it fills the wait for the slower one)
+    const bool pre = idx && s.next_valid && s.next_idx.size() == rows &&
+                     std::memcmp(s.next_idx.data(), idx, rows * sizeof(std::int64_t)) == 0;
+    s.next_valid = false;
+    if (pre) {
+        std::swap(s.xb, s.xb_next);
+        std::swap(s.yb, s.yb_next);
+    }
+    const bool ahead = idx && next_idx;
+    if (ahead) {
+        if (s.xb_next.size() != rows * in0) s.xb_next.assign(rows * in0, T(0));  // (allocates once)
+        if (s.yb_next.size() != rows * outl) s.yb_next.assign(rows * outl, T(0));
+        s.next_idx.assign(next_idx, next_idx + rows);
+    }
+    std::atomic<std::size_t> next_chunk{0};
+    constexpr std::size_t kAheadRows = 8;  // rows per chunk of the next batch's gather
     const T* xb = idx ? s.xb.data() : x;
     const T* yb = idx ? s.yb.data() : y;
     PartUpdate pu[kMaxParts];
@@ -394,7 +416,7 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
         auto lo = [&](std::size_t n) { return part_begin(n, p, parts); };
         auto hi = [&](std::size_t n) { return part_begin(n, p + 1, parts); };
         if (ph == 0) {  // the batch's rows
-            if (idx) {
+            if (idx && !pre) {
                 gather_rows(s.xb.data() + lo(rows) * in0, x, idx + lo(rows), hi(rows) - lo(rows), in0);
                 gather_rows(s.yb.data() + lo(rows) * outl, y, idx + lo(rows), hi(rows) - lo(rows), outl);
             }
@@ -437,8 +459,17 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
         const T* a = l ? s.acts[l - 1].data() : xb;
         dk_block(L.dk, a, g, rows, L.in, L.out, blas, i0, i1);
         pu[p].update(L.k + i0 * L.out, L.dk + i0 * L.out, lr, (i1 - i0) * L.out);
+        if (ahead && l == 0) {
+            const std::size_t nchunks = (rows + kAheadRows - 1) / kAheadRows;
+            for (std::size_t c; (c = next_chunk.fetch_add(1, std::memory_order_relaxed)) < nchunks;) {
+                const std::size_t r0 = c * kAheadRows, n = std::min(kAheadRows, rows - r0);
+                gather_rows(s.xb_next.data() + r0 * in0, x, next_idx + r0, n, in0);
+                gather_rows(s.yb_next.data() + r0 * outl, y, next_idx + r0, n, outl);
+            }
+        }
     };
     run_phases(2 * nl + 3, phase);
+    s.next_valid = ahead;
     StepResult r{};
     r.loss = double(loss);
     r.bad_grad = -1;
@@ -458,10 +489,12 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
 }
 
 // One SGD step.  idx: `rows` sample indices into x/y (gathered), or null for the full batch
-// (then rows is the number of samples).  Indices must already lie in range.
+// (then rows is the number of samples).  Indices must already lie in range.  next_idx: the next
+// step's batch, when the caller knows it (the native loop), which a team step gathers early.
 template <class T>
 StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x,
-                    const T* y, const std::int64_t* idx, std::size_t rows, T lr) {
+                    const T* y, const std::int64_t* idx, std::size_t rows, T lr,
+                    const std::int64_t* next_idx = nullptr) {
     if (layers.size() == 1 && layers[0].out == 1 && !use_blas(rows, layers[0].in, 1)) {
         switch (layers[0].in) {
             case 1: return dense1_out1_step<T, 1>(layers[0], x, y, idx, rows, lr);
@@ -471,7 +504,8 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
             default: return dense1_out1_step<T, 0>(layers[0], x, y, idx, rows, lr);
         }
     }
-    if (team_applies(layers, rows)) return team_step(s, layers, x, y, idx, rows, lr);
+    if (team_applies(layers, rows)) return team_step(s, layers, x, y, idx, rows, lr, next_idx);
+    s.next_valid = false;
     const T* xb = x;
     const T* yb = y;
     if (idx) {
@@ -561,13 +595,20 @@ template <class T, class Step, class Poll>
 ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::int64_t* idx, Sampler* sampler,
                      std::size_t nsteps, std::size_t rows, std::vector<Rule>& rules, LoopState& st,
                      double* loss_out, double* gnorm_out, std::size_t every, T* const* wrec, long long* wsteps,
-                     std::size_t poll_every, Poll& poll) {
+                     std::size_t poll_every, Poll& poll, bool ahead = false) {
     ChunkResult out;
     std::size_t until_poll = poll_every;
     for (std::size_t i = 0; i < nsteps; ++i) {
         std::int64_t* bi = idx ? idx + i * rows : nullptr;
-        if (sampler) sampler->draw(bi);
-        const StepResult r = step(bi);
+        // ahead: each step draws the next one's batch too (within the chunk), for the step to
+        // gather early; a run that stops has then drawn one batch more than it used, which
+        // nothing reads (its sampler ends with it; the batches recorded are the steps')
+        std::int64_t* next = nullptr;
+        if (sampler) {
+            if (!ahead || i == 0) sampler->draw(bi);
+            if (ahead && i + 1 < nsteps) sampler->draw(next = bi + rows);
+        }
+        const StepResult r = step(bi, next);
         loss_out[i] = r.loss;
         gnorm_out[i] = r.grad_norm;
         ++st.step;
@@ -883,9 +924,9 @@ ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
                     std::vector<Rule>& rules, LoopState& st, double* loss_out, double* gnorm_out,
                     std::size_t every, T* const* wrec, long long* wsteps, std::size_t poll_every,
                     Poll&& poll) {
-    auto loop = [&](auto&& step) {
+    auto loop = [&](auto&& step, bool ahead) {
         return run_loop<T>(step, layers, idx, sampler, nsteps, rows, rules, st, loss_out, gnorm_out, every, wrec,
-                           wsteps, poll_every, poll);
+                           wsteps, poll_every, poll, ahead);
     };
     if (layers.size() == 1 && layers[0].out == 1 && !use_blas(rows, layers[0].in, 1)) {
         const DenseView<T>& L = layers[0];
@@ -903,7 +944,11 @@ ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
             default: break;
         }
     }
-    return loop([&](const std::int64_t* bi) { return net_step(s, layers, x, y, bi, rows, lr); });
+    const ChunkResult out = loop(
+        [&](const std::int64_t* bi, const std::int64_t* next) { return net_step(s, layers, x, y, bi, rows, lr, next); },
+        sampler && idx && team_applies(layers, rows));
+    s.next_valid = false;  // a batch gathered ahead is used only by the run that drew it
+    return out;
 }
 
 }  // namespace fg

@@ -307,17 +307,23 @@ void team_case(std::mt19937_64& rng, std::size_t parts) {
         N.s.resize(N.views, rows, gather);
     }
     const std::int64_t* ip = gather ? idx.data() : nullptr;
+    std::vector<std::int64_t> other(rows);
+    for (auto& i : other) i = std::int64_t(rng() % n);
     const std::size_t saved_parts = fg::team_parts(), saved_work = fg::team_min_work();
     fg::StepResult r[3];
+    // the team copies are also told the next batch (as the native loop tells them), which they
+    // gather early: nets[1] always this batch again; nets[2] this one, then another that does not
+    // come (the step after must gather its own), then this one.  No bit may change.
     for (int step = 0; step < 3; ++step) {
+        const std::int64_t* next2 = gather ? (step == 1 ? other.data() : ip) : nullptr;
         fg::team_parts() = 1;
         r[0] = fg::net_step(nets[0].s, nets[0].views, x.data(), y.data(), ip, rows, T(0.05));
         fg::team_parts() = parts;
         fg::team_min_work() = 0;
-        r[1] = fg::net_step(nets[1].s, nets[1].views, x.data(), y.data(), ip, rows, T(0.05));
+        r[1] = fg::net_step(nets[1].s, nets[1].views, x.data(), y.data(), ip, rows, T(0.05), ip);
         {
             std::lock_guard<std::mutex> busy(fg::team_slot().lock);  // the team is taken: parts in turn
-            r[2] = fg::net_step(nets[2].s, nets[2].views, x.data(), y.data(), ip, rows, T(0.05));
+            r[2] = fg::net_step(nets[2].s, nets[2].views, x.data(), y.data(), ip, rows, T(0.05), next2);
         }
         fg::team_parts() = saved_parts;
         fg::team_min_work() = saved_work;
@@ -337,8 +343,10 @@ void team_case(std::mt19937_64& rng, std::size_t parts) {
         const double nerr = std::fabs(r[0].grad_norm - r[1].grad_norm) / std::fmax(r[0].grad_norm, 1e-300);
         expect(nerr <= kNormTol, "team step == serial step: gradient norm", nerr, kNormTol);
     }
-    // a NaN in the batch: the same parameter named as not finite
+    // a NaN in the batch: the same parameter named as not finite.  (A new run: rows gathered
+    // ahead are of the data as it was, and only the run that drew them uses them, as net_run does.)
     x[std::size_t(gather ? idx[0] : 0) * w[0]] = T(NAN);
+    nets[1].s.next_valid = false;
     fg::team_parts() = 1;
     r[0] = fg::net_step(nets[0].s, nets[0].views, x.data(), y.data(), ip, rows, T(0.05));
     fg::team_parts() = parts;
