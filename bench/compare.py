@@ -41,9 +41,10 @@ which costs such a short run up to 2x, and the untimed runs pay that instead.  M
 fastgrad's W1: 13.5 ns a step run after run; right after a 0.3 s pause 36 ns, after one untimed
 run 16 ns, after three 14 ns.  For W6 and W7 the roofline
 is the time NumPy's matmul takes for the step's five matrix products (forward X@K1, H@K2;
-backward H.T@dZ2, dZ2@K2.T, X.T@dZ1), sampled in the same run: a few tries before the
-contenders, then after each round for as long as fastgrad's run of that round took, so that its
-median and fastgrad's weigh the machine's spells alike; each batch of samples is followed by the
+backward H.T@dZ2, dZ2@K2.T, X.T@dZ1), timed in the same run as fastgrad is: runs of as many
+tries as fastgrad's run has steps, one before the contenders and one after each round, each
+run's mean one figure, and their median the roofline (the median of single tries, also printed,
+would leave out the machine's stalls, which a 200-step run cannot); each run is followed by the
 0.3 s pause (OpenBLAS's threads spin for about 0.1 s after a product).  fastgrad's figure is the whole ``fit`` call divided by the steps, so it includes
 fit's fixed costs (checking the data, setting up the run, building the result).
 
@@ -1019,12 +1020,12 @@ class Measurement:
         return self.timing
 
 
-def roofline_samples(w: Workload, budget_s: float = 1.0, min_tries: int = 5) -> List[float]:
+def roofline_samples(w: Workload, tries: int) -> List[float]:
     """µs NumPy's matmul takes for the step's five matrix products, one figure per try.
 
-    main() takes samples before the contenders' runs and after each round of them, and pools
-    them, so that the roofline and fastgrad see the same machine (it is shared, and its load
-    moves)."""
+    main() times runs of ``w.steps`` tries (as many as fastgrad's run has steps) before the
+    contenders' runs and after each round of them; the roofline is the median over those runs
+    of their mean, as fastgrad's figure is the median over its runs of theirs."""
     rng = np.random.default_rng(1)
     f32 = np.float32
     b = w.rows
@@ -1045,13 +1046,10 @@ def roofline_samples(w: Workload, budget_s: float = 1.0, min_tries: int = 5) -> 
     five()
     five()
     times = []
-    spent = 0.0
-    while len(times) < min_tries or (spent < budget_s and len(times) < 200):
+    for _ in range(tries):
         t0 = time.perf_counter()
         five()
-        dt = time.perf_counter() - t0
-        times.append(dt * 1e6)
-        spent += dt
+        times.append((time.perf_counter() - t0) * 1e6)
     return times
 
 
@@ -1221,11 +1219,17 @@ def main(argv=None) -> int:
         rows: Dict[str, dict] = {}
         ref: Optional[Timing] = None
         has_roof = w.id in ("W6", "W7")
-        # a few samples first (they also warm NumPy up); then, after each round, samples for as long
-        # as fastgrad's run of the round took, so that the roofline's median weighs the machine's
-        # spells as fastgrad's does (it is shared: its speed moves by up to 2x over seconds)
-        roof: List[float] = roofline_samples(w, budget_s=0.0, min_tries=5) if has_roof else []
+        # the roofline: one run of w.steps tries of the five products first, then one after each
+        # round, each run's mean a figure (as each of fastgrad's runs gives one), so that it weighs
+        # the machine's spells and stalls as fastgrad's figure does (the machine is shared: its
+        # speed moves by up to 2x over seconds, and the median of single tries would leave out
+        # the stalls that a run of 200 steps cannot)
+        roof: List[float] = []  # each run's mean
+        roof_tries: List[float] = []
         if has_roof:
+            tries = roofline_samples(w, w.steps)
+            roof.append(statistics.mean(tries))
+            roof_tries += tries
             time.sleep(SETTLE_S)  # NumPy's products leave OpenBLAS's threads spinning, as below
         # prepare and warm up every contender; the slow ones are timed then (segments of one run)
         started: List[Tuple[Contender, Measurement]] = []
@@ -1260,8 +1264,9 @@ def main(argv=None) -> int:
                     out(f"  {c.name:<29}ERROR {type(e).__name__}: {e}")
                     traceback.print_exc(file=sys.stderr)
             if has_roof:
-                fg_times = [m.times[-1] for c, m in pending if c.key == "fastgrad" and m.times]
-                roof += roofline_samples(w, budget_s=min(fg_times[-1], 1.0) if fg_times else 0.0, min_tries=3)
+                tries = roofline_samples(w, w.steps)
+                roof.append(statistics.mean(tries))
+                roof_tries += tries
                 # the samples leave OpenBLAS's threads spinning for about 0.1 s (measured with
                 # /proc/self/task: 110 ms of CPU after one product): let them go idle before
                 # the next round, as after every long run
@@ -1312,9 +1317,11 @@ def main(argv=None) -> int:
             med, lo, hi = statistics.median(roof), min(roof), max(roof)
             fgm = rows.get("fastgrad", {}).get("median_us")
             tail = "" if fgm is None else f"; fastgrad = {fgm / med:.2f}x roofline"
+            one = statistics.median(roof_tries)
             out(f"  roofline: NumPy matmul, the step's 5 products, around fastgrad's runs: {_fmt_us(med)} µs/step "
-                f"(min-max {_fmt_us(lo)}–{_fmt_us(hi)}, {len(roof)} tries){tail}")
-            entry["roofline_us"] = {"median": med, "min": lo, "max": hi}
+                f"(median of {len(roof)} runs of {w.steps}, min-max {_fmt_us(lo)}–{_fmt_us(hi)}; single tries' "
+                f"median {_fmt_us(one)}){tail}")
+            entry["roofline_us"] = {"median": med, "min": lo, "max": hi, "single_try_median": one}
             summary[w.id]["roofline"] = med
         report["workloads"][w.id] = entry
 
