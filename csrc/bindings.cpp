@@ -742,9 +742,9 @@ PYBIND11_MODULE(_core, m) {
     m.def("set_team_min_work", [](std::size_t v) { fg::team_min_work() = v; }, py::arg("work"));
     m.def("team_steps_run", []() { return fg::team_steps_run().load(); },
           "how many steps have run on the team in this process (for tests)");
-    m.def("get_team_max_rows", []() { return fg::team_max_rows(); },
-          "batches of more rows than this run without the team (OpenBLAS's threads do their products)");
-    m.def("set_team_max_rows", [](std::size_t v) { fg::team_max_rows() = v; }, py::arg("rows"));
+    m.def("get_team_rows_split", []() { return fg::team_rows_split(); },
+          "batches of more rows than this are cut by rows on the team (each thread a block of the batch)");
+    m.def("set_team_rows_split", [](std::size_t v) { fg::team_rows_split() = v; }, py::arg("rows"));
     m.def("get_blas_threads", []() {
 #ifdef FASTGRAD_BLAS
               const fg::Blas& b = fg::active_blas();

@@ -49,6 +49,7 @@ struct NetScratch {
     std::vector<T> xb_next, yb_next;
     std::vector<std::int64_t> next_idx;
     bool next_valid = false;
+    std::vector<T> partials;  // the row-block team step's gradients, one set per part
     std::size_t rows = 0;
 
     void resize(const std::vector<DenseView<T>>& layers, std::size_t rows_, bool gather) {
@@ -369,11 +370,11 @@ struct alignas(64) PartUpdate {
 };
 
 // Whether net_step runs this step on the team: parts to share, a batch of at most
-// team_max_rows() rows, a layer large enough to pay for the threads, and a BLAS that can be held
+// any number of rows, a layer large enough to pay for the threads, and a BLAS that can be held
 // to one thread.
 template <class T>
 bool team_applies(const std::vector<DenseView<T>>& layers, std::size_t rows) {
-    if (team_parts() < 2 || layers.empty() || rows > team_max_rows()) return false;
+    if (team_parts() < 2 || layers.empty()) return false;
     std::size_t most = 0;
     for (const auto& L : layers) most = std::max(most, rows * L.in * L.out);
     return most >= team_min_work() && blas_threads_controllable();
@@ -488,6 +489,113 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
     return r;
 }
 
+// net_step on the team for large batches (more than team_rows_split() rows): each part runs
+// the whole forward and backward pass on its block of the batch's rows, with gradients of its
+// own (sums over its rows); then the parts' gradients are added up in part order and applied,
+// each part a block of every parameter.  Two phases, no wait between the layers; each product
+// of a part is a large one (W7: 4,096 rows), and no part packs another's rows.
+template <class T>
+StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
+                          const std::int64_t* idx, std::size_t rows, T lr) {
+    const std::size_t parts = std::min(team_parts(), kMaxParts);
+    const std::size_t nl = layers.size();
+    const std::size_t in0 = layers.front().in, outl = layers.back().out;
+    std::size_t per_part = 0;  // the gradients' elements, every layer's dK then db
+    for (const auto& L : layers) per_part += L.in * L.out + (L.b ? L.out : 0);
+    if (s.partials.size() != parts * per_part) s.partials.assign(parts * per_part, T(0));  // (allocates once)
+    s.next_valid = false;
+    const std::size_t count = rows * outl;
+    const T scale = T(1) / T(count);
+    double part_sq[kMaxParts] = {};  // each part's sum of squared errors
+    PartUpdate pu[kMaxParts];
+    BlasOneThread one_thread;
+    auto phase = [&](std::size_t ph, std::size_t p) {
+        if (ph == 0) {  // forward and backward on rows [r0, r1)
+            const std::size_t r0 = part_begin(rows, p, parts), r1 = part_begin(rows, p + 1, parts), n = r1 - r0;
+            if (n == 0) return;
+            const T* xb = x + r0 * in0;
+            const T* yb = y + r0 * outl;
+            if (idx) {
+                gather_rows(s.xb.data() + r0 * in0, x, idx + r0, n, in0);
+                gather_rows(s.yb.data() + r0 * outl, y, idx + r0, n, outl);
+                xb = s.xb.data() + r0 * in0;
+                yb = s.yb.data() + r0 * outl;
+            }
+            const T* a = xb;
+            for (std::size_t l = 0; l < nl; ++l) {
+                const auto& L = layers[l];
+                dense_forward(s.acts[l].data() + r0 * L.out, a, L.k, L.b, n, L.in, L.out, L.act);
+                a = s.acts[l].data() + r0 * L.out;
+            }
+            // as mse_forward_backward, over this block (the scale is the whole batch's)
+            T* dp = s.grad_in[nl - 1].data() + r0 * outl;
+            double sq = 0.0;
+            for (std::size_t e = 0; e < n * outl; ++e) {
+                const double d = double(a[e]) - double(yb[e]);
+                sq += d * d;
+                dp[e] = (T(2) * (a[e] - yb[e])) * scale;
+            }
+            part_sq[p] = sq;
+            T* g = s.partials.data() + p * per_part;
+            std::size_t off = per_part;
+            for (std::size_t l = nl; l-- > 0;) {
+                const auto& L = layers[l];
+                off -= L.in * L.out + (L.b ? L.out : 0);
+                T* dk = g + off;
+                T* db = L.b ? dk + L.in * L.out : nullptr;
+                T* dx = l > 0 ? s.grad_in[l - 1].data() + r0 * L.in : nullptr;
+                const T* xin = l > 0 ? s.acts[l - 1].data() + r0 * L.in : xb;
+                T* dy = s.grad_in[l].data() + r0 * L.out;
+                dense_backward(dx, dk, db, dy, dy, xin, L.k, s.acts[l].data() + r0 * L.out, n, L.in, L.out, L.act);
+            }
+            return;
+        }
+        // the parts' gradients added in part order, into each layer's dK and db, and applied:
+        // this part's block of rows of every dK, and of every db
+        // dst[e0:e1] = the parts' partials at offset `at`, added in part order
+        auto add = [&](T* dst, std::size_t at, std::size_t e0, std::size_t e1) {
+            const T* g0 = s.partials.data() + at;
+            for (std::size_t e = e0; e < e1; ++e) dst[e] = g0[e];
+            for (std::size_t q = 1; q < parts; ++q) {
+                const T* gq = s.partials.data() + q * per_part + at;
+                for (std::size_t e = e0; e < e1; ++e) dst[e] += gq[e];
+            }
+        };
+        std::size_t off = 0;
+        for (const auto& L : layers) {
+            const std::size_t e0 = part_begin(L.in, p, parts) * L.out, e1 = part_begin(L.in, p + 1, parts) * L.out;
+            add(L.dk, off, e0, e1);
+            pu[p].update(L.k + e0, L.dk + e0, lr, e1 - e0);
+            off += L.in * L.out;
+            if (L.b) {
+                const std::size_t o0 = part_begin(L.out, p, parts), o1 = part_begin(L.out, p + 1, parts);
+                add(L.db, off, o0, o1);
+                pu[p].update(L.b + o0, L.db + o0, lr, o1 - o0);
+                off += L.out;
+            }
+        }
+    };
+    run_phases(2, phase);
+    StepResult r{};
+    double sq_err = 0.0;
+    for (std::size_t p = 0; p < parts; ++p) sq_err += part_sq[p];
+    r.loss = double(T(sq_err / double(count)));
+    r.bad_grad = -1;
+    r.bad_weight = -1;
+    double sq = 0.0, delta = 0.0;
+    bool finite = true, nan_delta = false;
+    for (std::size_t p = 0; p < parts; ++p) {
+        sq += pu[p].sq;
+        finite = finite && pu[p].finite;
+        nan_delta |= pu[p].nan_delta;
+        delta = pu[p].delta > delta ? pu[p].delta : delta;
+    }
+    r.grad_norm = std::sqrt(sq);
+    if (!std::isfinite(sq) || !finite) name_bad(layers, r);
+    r.weight_delta = nan_delta ? double(NAN) : delta;
+    return r;
+}
+
 // One SGD step.  idx: `rows` sample indices into x/y (gathered), or null for the full batch
 // (then rows is the number of samples).  Indices must already lie in range.  next_idx: the next
 // step's batch, when the caller knows it (the native loop), which a team step gathers early.
@@ -504,7 +612,10 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
             default: return dense1_out1_step<T, 0>(layers[0], x, y, idx, rows, lr);
         }
     }
-    if (team_applies(layers, rows)) return team_step(s, layers, x, y, idx, rows, lr, next_idx);
+    if (team_applies(layers, rows)) {
+        if (rows > team_rows_split()) return team_step_rows(s, layers, x, y, idx, rows, lr);
+        return team_step(s, layers, x, y, idx, rows, lr, next_idx);
+    }
     s.next_valid = false;
     const T* xb = x;
     const T* yb = y;
@@ -946,7 +1057,7 @@ ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
     }
     const ChunkResult out = loop(
         [&](const std::int64_t* bi, const std::int64_t* next) { return net_step(s, layers, x, y, bi, rows, lr, next); },
-        sampler && idx && team_applies(layers, rows));
+        sampler && idx && team_applies(layers, rows) && rows <= team_rows_split());
     s.next_valid = false;  // a batch gathered ahead is used only by the run that drew it
     return out;
 }

@@ -42,11 +42,9 @@ inline std::size_t& team_min_work() {
     return v;
 }
 
-// Batches of more rows than this run without the team: there the products dominate, and
-// OpenBLAS's own threads did them as fast (W7's 8192 rows: 64.6 ms a step with the team, 62.9
-// without; 1024 rows: 7.65 against 8.07 ms; 128 rows: 0.98 against 1.17 ms; medians of six fits
-// alternated, 2026-11-27).  Settable (tests).
-inline std::size_t& team_max_rows() {
+// Batches of more rows than this are cut by rows on the team (team_step_rows: each thread a block
+// of the batch, through the whole pass); smaller ones by the phases of team_step.  Settable (tests).
+inline std::size_t& team_rows_split() {
     static std::size_t v = 1024;
     return v;
 }

@@ -1,6 +1,7 @@
 """The team step (csrc/team.hpp): a step of a large layer split between fastgrad's own threads,
 with OpenBLAS held to one thread meanwhile.  The fixture turns it on for models small enough to
-test (it normally takes layers of 4M multiply-adds and batches of at most 1024 rows)."""
+test (it normally takes layers of 4M multiply-adds), in both of its ways: in phases, and by
+blocks of the batch's rows."""
 
 from __future__ import annotations
 
@@ -21,16 +22,18 @@ from fastgrad import _core, stop
 PARTS = 2  # what this machine's OpenBLAS uses; the fixture sets it wherever the tests run
 
 
-@pytest.fixture
-def team_on():
-    parts, work, rows = _core.get_team_parts(), _core.get_team_min_work(), _core.get_team_max_rows()
+@pytest.fixture(params=["phases", "row blocks"])
+def team_on(request):
+    # both ways the team cuts a step: in phases (batches of up to 1024 rows), and by blocks of the
+    # batch's rows (larger ones), here for every batch
+    parts, work, split = _core.get_team_parts(), _core.get_team_min_work(), _core.get_team_rows_split()
     _core.set_team_parts(PARTS)
     _core.set_team_min_work(0)
-    _core.set_team_max_rows(1 << 20)
-    yield
+    _core.set_team_rows_split(1 << 20 if request.param == "phases" else 0)
+    yield request.param
     _core.set_team_parts(parts)
     _core.set_team_min_work(work)
-    _core.set_team_max_rows(rows)
+    _core.set_team_rows_split(split)
 
 
 def case(seed: int, dtype: str = "float64", layers=((48, "relu"), (3, "linear"))):
