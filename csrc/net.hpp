@@ -380,6 +380,28 @@ bool team_applies(const std::vector<DenseView<T>>& layers, std::size_t rows) {
     return most >= team_min_work() && blas_threads_controllable();
 }
 
+// A team step's result: the parts' findings combined in part order (the gradient norm's sum of
+// squares, the largest change, finiteness), the non-finite parameters named if there are any.
+template <class T>
+StepResult team_result(const std::vector<DenseView<T>>& layers, double loss, const PartUpdate* pu, std::size_t parts) {
+    StepResult r{};
+    r.loss = loss;
+    r.bad_grad = -1;
+    r.bad_weight = -1;
+    double sq = 0.0, delta = 0.0;
+    bool finite = true, nan_delta = false;
+    for (std::size_t p = 0; p < parts; ++p) {
+        sq += pu[p].sq;
+        finite = finite && pu[p].finite;
+        nan_delta |= pu[p].nan_delta;
+        delta = pu[p].delta > delta ? pu[p].delta : delta;
+    }
+    r.grad_norm = std::sqrt(sq);
+    if (!std::isfinite(sq) || !finite) name_bad(layers, r);
+    r.weight_delta = nan_delta ? double(NAN) : delta;
+    return r;
+}
+
 // net_step on the team.  Phases: gather; forward, one per layer (blocks of rows when the batch
 // has more rows than the layer outputs, else of columns); the loss (part 0); the last layer's
 // mask and bias gradient (columns); then one per layer, last first: dX's columns with the
@@ -471,22 +493,7 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
     };
     run_phases(2 * nl + 3, phase);
     s.next_valid = ahead;
-    StepResult r{};
-    r.loss = double(loss);
-    r.bad_grad = -1;
-    r.bad_weight = -1;
-    double sq = 0.0, delta = 0.0;
-    bool finite = true, nan_delta = false;
-    for (std::size_t p = 0; p < parts; ++p) {
-        sq += pu[p].sq;
-        finite = finite && pu[p].finite;
-        nan_delta |= pu[p].nan_delta;
-        delta = pu[p].delta > delta ? pu[p].delta : delta;
-    }
-    r.grad_norm = std::sqrt(sq);
-    if (!std::isfinite(sq) || !finite) name_bad(layers, r);
-    r.weight_delta = nan_delta ? double(NAN) : delta;
-    return r;
+    return team_result(layers, double(loss), pu, parts);
 }
 
 // net_step on the team for large batches (more than team_rows_split() rows): each part runs
@@ -576,24 +583,9 @@ StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
         }
     };
     run_phases(2, phase);
-    StepResult r{};
     double sq_err = 0.0;
     for (std::size_t p = 0; p < parts; ++p) sq_err += part_sq[p];
-    r.loss = double(T(sq_err / double(count)));
-    r.bad_grad = -1;
-    r.bad_weight = -1;
-    double sq = 0.0, delta = 0.0;
-    bool finite = true, nan_delta = false;
-    for (std::size_t p = 0; p < parts; ++p) {
-        sq += pu[p].sq;
-        finite = finite && pu[p].finite;
-        nan_delta |= pu[p].nan_delta;
-        delta = pu[p].delta > delta ? pu[p].delta : delta;
-    }
-    r.grad_norm = std::sqrt(sq);
-    if (!std::isfinite(sq) || !finite) name_bad(layers, r);
-    r.weight_delta = nan_delta ? double(NAN) : delta;
-    return r;
+    return team_result(layers, double(T(sq_err / double(count))), pu, parts);
 }
 
 // One SGD step.  idx: `rows` sample indices into x/y (gathered), or null for the full batch
