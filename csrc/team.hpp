@@ -36,9 +36,12 @@ inline std::size_t& team_parts() {
     return v;
 }
 // Steps whose largest layer does fewer multiply-adds than this (rows * in * out) run without the
-// team: below it, waking a second thread costs more than it saves.  Settable (tests).
+// team.  fit's µs a step, serial against team (X -> h (relu) -> 10, medians of eight fits each,
+// alternated, 2026-11-27): 0.07M 32.4 against 37.9; 0.26M 48.4 against 86.0, then 46.6 against
+// 41.4; 0.52M 72.5 against 56.7 and 76.4 against 65.7; 1.0M 118.7 against 95.5 and 105.7
+// against 87.9; 2.1M 161.8 against 138.9; 8.4M 499 against 439.  Settable (tests).
 inline std::size_t& team_min_work() {
-    static std::size_t v = std::size_t(1) << 22;
+    static std::size_t v = std::size_t(1) << 20;
     return v;
 }
 

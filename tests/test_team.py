@@ -1,6 +1,6 @@
 """The team step (csrc/team.hpp): a step of a large layer split between fastgrad's own threads,
 with OpenBLAS held to one thread meanwhile.  The fixture turns it on for models small enough to
-test (it normally takes layers of 4M multiply-adds), in both of its ways: in phases, and by
+test (it normally takes layers of 1M multiply-adds), in both of its ways: in phases, and by
 blocks of the batch's rows."""
 
 from __future__ import annotations
