@@ -736,7 +736,6 @@ PYBIND11_MODULE(_core, m) {
                   fail("parts: expected 1 to " + std::to_string(fg::kMaxParts) + ", got " + std::to_string(v));
               fg::team_parts() = v;
           }, py::arg("parts"), "for tests and measurements; not while a fit runs");
-    m.def("default_team_parts", &default_team_parts, "the BLAS's thread count (or the CPUs), at most 16");
     m.def("get_team_min_work", []() { return fg::team_min_work(); },
           "steps whose largest layer does fewer multiply-adds (rows * in * out) run without the team");
     m.def("set_team_min_work", [](std::size_t v) { fg::team_min_work() = v; }, py::arg("work"));

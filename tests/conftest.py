@@ -7,9 +7,14 @@ summary, so the figures quoted in notes come from the run itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+import time
 from collections import defaultdict
 
+import numpy as np
 import pytest
 
 _REPORT: dict = defaultdict(lambda: [0.0, None, 0])
@@ -21,6 +26,39 @@ class Report:
         row[0] = max(row[0], float(error))
         row[1] = tol
         row[2] += 1
+
+
+RUN_START_WAIT_S = 60  # the longest ctrl_c_once_changed waits to see a run's first update
+
+
+@contextlib.contextmanager
+def _ctrl_c_once_changed(array):
+    """Within the block, Ctrl-C (SIGINT to this process) once ``array`` differs from its value
+    at the start: once a run has made an update (the native loop is running, the GIL released),
+    not at a fixed time, which on a loaded machine could come before fit reached its loop."""
+    before = array.copy()
+    done = threading.Event()
+
+    def send():
+        deadline = time.monotonic() + RUN_START_WAIT_S
+        while np.array_equal(array, before) and not done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        if not done.is_set():
+            os.kill(os.getpid(), signal.SIGINT)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        yield
+    finally:
+        done.set()
+        sender.join()
+
+
+@pytest.fixture
+def ctrl_c_once_changed():
+    """The context manager ``_ctrl_c_once_changed(array)``."""
+    return _ctrl_c_once_changed
 
 
 @pytest.fixture(scope="session")

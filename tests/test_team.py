@@ -6,12 +6,10 @@ blocks of the batch's rows."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -165,33 +163,13 @@ def test_team_parts_out_of_range_are_refused():
             _core.set_team_parts(bad)
 
 
-RUN_START_WAIT_S = 60  # the longest the sender waits to see the run's first update
-
-
-def test_ctrl_c_stops_a_team_run_and_puts_the_blas_threads_back(team_on):
+def test_ctrl_c_stops_a_team_run_and_puts_the_blas_threads_back(team_on, ctrl_c_once_changed):
     m, x, y = case(4)
     m.build(x.shape[1])
-    kernel = m.layers[0].kernel  # the array the run updates in place
-    before_kernel = kernel.copy()
     threads_before = _core.get_blas_threads()
     steps_before = _core.team_steps_run()
-    done = threading.Event()
-
-    def send():
-        # once the run has made an update (it is in the native loop, the GIL released)
-        deadline = time.monotonic() + RUN_START_WAIT_S
-        while np.array_equal(kernel, before_kernel) and not done.is_set() and time.monotonic() < deadline:
-            time.sleep(0.001)
-        if not done.is_set():
-            os.kill(os.getpid(), signal.SIGINT)
-
-    sender = threading.Thread(target=send)
-    sender.start()
-    try:
+    with ctrl_c_once_changed(m.layers[0].kernel):
         r = fg.fit(m, x, y, optimizer=fg.SGD(1e-6), batch_size=32, stop=stop.MaxSteps(10**9), seed=0)
-    finally:
-        done.set()
-        sender.join()
     assert r.loop == "native" and r.stopped_by == "interrupted"
     assert 0 < r.steps < 10**9
     assert _core.team_steps_run() - steps_before >= r.steps
