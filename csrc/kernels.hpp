@@ -27,44 +27,38 @@ enum class Activation : int { linear = 0, relu = 1 };
 //                                                   dY stays NaN where the mask is 0, not 0)
 //   dX = dZ K^T  (N,I)     dK = X^T dZ  (I,O)     db = sum over n of dZ[n,:]  (O)
 // ---------------------------------------------------------------------------------------------
-// Z[r0:r1, c0:c1] = act(A[r0:r1, :] K[:, c0:c1] + b[c0:c1]), the reference loops on a
-// block of Z (dense_forward is the whole of it), or one BLAS call.
-template <class T>
-void forward_block(T* FG_R z, const T* FG_R a, const T* FG_R k, const T* FG_R b, std::size_t in, std::size_t out,
-                   Activation act, bool blas, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t c1) {
-    if (r0 >= r1 || c0 >= c1) return;
-    if (blas) gemm(false, false, r1 - r0, c1 - c0, in, a + r0 * in, in, k + c0, out, z + r0 * out + c0, out);
-    for (std::size_t r = r0; r < r1; ++r) {
-        T* FG_R yr = z + r * out;
-        if (!blas) {
-            const T* FG_R xr = a + r * in;
-            std::size_t i = 0;
-            if (b) {
-                for (std::size_t o = c0; o < c1; ++o) yr[o] = b[o];
-            } else if (in > 0) {
-                for (std::size_t o = c0; o < c1; ++o) yr[o] = xr[0] * k[o];
-                i = 1;
-            } else {
-                for (std::size_t o = c0; o < c1; ++o) yr[o] = T(0);
-            }
-            for (; i < in; ++i) {
-                const T xv = xr[i];
-                const T* FG_R ki = k + i * out;
-                for (std::size_t o = c0; o < c1; ++o) yr[o] += xv * ki[o];
-            }
-        } else if (b) {
-            for (std::size_t o = c0; o < c1; ++o) yr[o] += b[o];
-        }
-        if (act == Activation::relu)
-            for (std::size_t o = c0; o < c1; ++o) yr[o] = yr[o] < T(0) ? T(0) : yr[o];  // NaN stays NaN
-    }
-}
-
 template <class T>
 void dense_forward(T* FG_R y, const T* FG_R x, const T* FG_R k, const T* FG_R b, std::size_t n,
                    std::size_t in, std::size_t out, Activation act) {
     if (n == 0 || out == 0) return;  // Y is empty (and its rows or columns may be many)
-    forward_block(y, x, k, b, in, out, act, use_blas(n, in, out), 0, n, 0, out);
+    const bool blas = use_blas(n, in, out);
+    if (blas) gemm(false, false, n, out, in, x, k, y);  // Y = X K
+    for (std::size_t r = 0; r < n; ++r) {
+        T* FG_R yr = y + r * out;
+        if (!blas) {  // the reference loops (small shapes: a library call costs more than the work)
+            // without a bias the sum starts at the first product (no 0 + ..., which would turn a
+            // -0 into +0 and cost an addition on the training step's critical path)
+            const T* FG_R xr = x + r * in;
+            std::size_t i = 0;
+            if (b) {
+                for (std::size_t o = 0; o < out; ++o) yr[o] = b[o];
+            } else if (in > 0) {
+                for (std::size_t o = 0; o < out; ++o) yr[o] = xr[0] * k[o];
+                i = 1;
+            } else {
+                for (std::size_t o = 0; o < out; ++o) yr[o] = T(0);
+            }
+            for (; i < in; ++i) {
+                const T xv = xr[i];
+                const T* FG_R ki = k + i * out;
+                for (std::size_t o = 0; o < out; ++o) yr[o] += xv * ki[o];
+            }
+        } else if (b) {
+            for (std::size_t o = 0; o < out; ++o) yr[o] += b[o];
+        }
+        if (act == Activation::relu)
+            for (std::size_t o = 0; o < out; ++o) yr[o] = yr[o] < T(0) ? T(0) : yr[o];  // NaN stays NaN
+    }
 }
 
 template <class T>
@@ -121,54 +115,6 @@ void relu_mask_db(T* FG_R dz, const T* FG_R dy, const T* FG_R y, T* FG_R db, std
     }
 }
 
-// Columns [i0, i1) of dX = dZ K^T (n rows): the reference loops on a block (dense_backward
-// runs the whole of it), or one BLAS call.
-template <class T>
-void dx_block(T* FG_R dx, const T* FG_R g, const T* FG_R k, std::size_t n, std::size_t in, std::size_t out, bool blas,
-              std::size_t i0, std::size_t i1) {
-    if (i0 >= i1 || n == 0) return;
-    if (blas) {
-        gemm(false, true, n, i1 - i0, out, g, out, k + i0 * out, out, dx + i0, in);
-        return;
-    }
-    for (std::size_t r = 0; r < n; ++r) {
-        const T* FG_R gr = g + r * out;
-        T* FG_R dxr = dx + r * in;
-        for (std::size_t i = i0; i < i1; ++i) {
-            const T* FG_R ki = k + i * out;
-            T s = out ? gr[0] * ki[0] : T(0);
-            for (std::size_t o = 1; o < out; ++o) s += gr[o] * ki[o];
-            dxr[i] = s;
-        }
-    }
-}
-
-// Rows [i0, i1) of dK = X^T dZ (n rows): sums over the rows start at row 0's term (as the forward
-// pass's do); the reference loops on a block (dense_backward runs the whole of it), or one BLAS call.
-template <class T>
-void dk_block(T* FG_R dk, const T* FG_R x, const T* FG_R g, std::size_t n, std::size_t in, std::size_t out, bool blas,
-              std::size_t i0, std::size_t i1) {
-    if (i0 >= i1 || out == 0) return;
-    if (blas) {
-        gemm(true, false, i1 - i0, out, n, x + i0, in, g, out, dk + i0 * out, out);
-        return;
-    }
-    for (std::size_t i = i0; i < i1; ++i) {
-        const T xv = n ? x[i] : T(0);
-        T* FG_R dki = dk + i * out;
-        for (std::size_t o = 0; o < out; ++o) dki[o] = n ? xv * g[o] : T(0);
-    }
-    for (std::size_t r = 1; r < n; ++r) {
-        const T* FG_R xr = x + r * in;
-        const T* FG_R gr = g + r * out;
-        for (std::size_t i = i0; i < i1; ++i) {
-            const T xv = xr[i];
-            T* FG_R dki = dk + i * out;
-            for (std::size_t o = 0; o < out; ++o) dki[o] += xv * gr[o];
-        }
-    }
-}
-
 // dx and db may be null (first layer; no bias). dz is an (N,O) scratch buffer, used for ReLU only;
 // it may be dy itself (the backward pass then overwrites dy).
 template <class T>
@@ -184,7 +130,26 @@ void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, cons
         db_done = db && n > 0;
     }
     const bool blas = use_blas(n, in, out);
-    dk_block(dk, x, g, n, in, out, blas, 0, in);  // dK = X^T dZ
+    // dK = X^T dZ
+    if (blas) {
+        gemm(true, false, in, out, n, x, g, dk);
+    } else if (in > 0 && out > 0) {  // (else dK is empty, however many rows)
+        // sums over the rows start at row 0's term (as the forward pass's do)
+        for (std::size_t i = 0; i < in; ++i) {
+            const T xv = n ? x[i] : T(0);
+            T* FG_R dki = dk + i * out;
+            for (std::size_t o = 0; o < out; ++o) dki[o] = n ? xv * g[o] : T(0);
+        }
+        for (std::size_t r = 1; r < n; ++r) {
+            const T* FG_R xr = x + r * in;
+            const T* FG_R gr = g + r * out;
+            for (std::size_t i = 0; i < in; ++i) {
+                const T xv = xr[i];
+                T* FG_R dki = dk + i * out;
+                for (std::size_t o = 0; o < out; ++o) dki[o] += xv * gr[o];
+            }
+        }
+    }
     // db = sum_n dZ[n,:]
     if (db && !db_done && out > 0) {
         for (std::size_t o = 0; o < out; ++o) db[o] = n ? g[o] : T(0);
@@ -193,7 +158,21 @@ void dense_backward(T* FG_R dx, T* FG_R dk, T* FG_R db, T* dz, const T* dy, cons
             for (std::size_t o = 0; o < out; ++o) db[o] += gr[o];
         }
     }
-    if (dx) dx_block(dx, g, k, n, in, out, blas, 0, in);  // dX = dZ K^T
+    // dX = dZ K^T
+    if (dx && blas) {
+        gemm(false, true, n, in, out, g, k, dx);
+    } else if (dx && in > 0) {
+        for (std::size_t r = 0; r < n; ++r) {
+            const T* FG_R gr = g + r * out;
+            T* FG_R dxr = dx + r * in;
+            for (std::size_t i = 0; i < in; ++i) {
+                const T* FG_R ki = k + i * out;
+                T s = out ? gr[0] * ki[0] : T(0);
+                for (std::size_t o = 1; o < out; ++o) s += gr[o] * ki[o];
+                dxr[i] = s;
+            }
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,23 +195,17 @@ void mse_backward(T* FG_R dp, const T* FG_R p, const T* FG_R t, std::size_t coun
     for (std::size_t e = 0; e < count; ++e) dp[e] = (T(2) * (p[e] - t[e])) * scale;
 }
 
-// The pass of both on `count` elements of a larger set: returns the sum of (P - T)^2 (in double)
-// and writes dP = 2 (P - T) * scale, scale being 1 / (the whole set's count).
+// Both at once, with the same arithmetic as the pair above (one pass; used by the training step).
 template <class T>
-double mse_sum_backward(T* FG_R dp, const T* FG_R p, const T* FG_R t, std::size_t count, T scale) {
+T mse_forward_backward(T* FG_R dp, const T* FG_R p, const T* FG_R t, std::size_t count) {
+    const T scale = T(1) / T(count);
     double s = 0.0;
     for (std::size_t e = 0; e < count; ++e) {
         const double d = double(p[e]) - double(t[e]);
         s += d * d;
         dp[e] = (T(2) * (p[e] - t[e])) * scale;
     }
-    return s;
-}
-
-// Both at once, with the same arithmetic as the pair above (one pass; used by the training step).
-template <class T>
-T mse_forward_backward(T* FG_R dp, const T* FG_R p, const T* FG_R t, std::size_t count) {
-    return T(mse_sum_backward(dp, p, t, count, T(1) / T(count)) / double(count));
+    return T(s / double(count));
 }
 
 // ---------------------------------------------------------------------------------------------

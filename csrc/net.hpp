@@ -252,9 +252,43 @@ void name_bad(const std::vector<DenseView<T>>& layers, StepResult& r) {
 // block; only the products' BLAS calls (one thread each, on a block) and the gradient norm's sum
 // of squares (a sum per part, the parts added in order) may round otherwise.  team_step_rows
 // (each part a block of the batch) also sums the loss and the gradients over the rows block by
-// block.
+// block.  The block kernels below repeat dense_forward's and dense_backward's loops on a block,
+// so that those whole-matrix kernels stay the code the benchmarks measured (routing them through
+// the blocks was tried; W5's alternated timings could not tell the two apart from the noise).
 // ---------------------------------------------------------------------------------------------
 inline std::size_t part_begin(std::size_t n, std::size_t p, std::size_t parts) { return n * p / parts; }
+
+// Z[r0:r1, c0:c1] = act(A[r0:r1, :] K[:, c0:c1] + b[c0:c1]), as dense_forward computes those elements.
+template <class T>
+void forward_block(T* FG_R z, const T* FG_R a, const T* FG_R k, const T* FG_R b, std::size_t in, std::size_t out,
+                   Activation act, bool blas, std::size_t r0, std::size_t r1, std::size_t c0, std::size_t c1) {
+    if (r0 >= r1 || c0 >= c1) return;
+    if (blas) gemm(false, false, r1 - r0, c1 - c0, in, a + r0 * in, in, k + c0, out, z + r0 * out + c0, out);
+    for (std::size_t r = r0; r < r1; ++r) {
+        T* FG_R yr = z + r * out;
+        if (!blas) {
+            const T* FG_R xr = a + r * in;
+            std::size_t i = 0;
+            if (b) {
+                for (std::size_t o = c0; o < c1; ++o) yr[o] = b[o];
+            } else if (in > 0) {
+                for (std::size_t o = c0; o < c1; ++o) yr[o] = xr[0] * k[o];
+                i = 1;
+            } else {
+                for (std::size_t o = c0; o < c1; ++o) yr[o] = T(0);
+            }
+            for (; i < in; ++i) {
+                const T xv = xr[i];
+                const T* FG_R ki = k + i * out;
+                for (std::size_t o = c0; o < c1; ++o) yr[o] += xv * ki[o];
+            }
+        } else if (b) {
+            for (std::size_t o = c0; o < c1; ++o) yr[o] += b[o];
+        }
+        if (act == Activation::relu)
+            for (std::size_t o = c0; o < c1; ++o) yr[o] = yr[o] < T(0) ? T(0) : yr[o];  // NaN stays NaN
+    }
+}
 
 // Columns [c0, c1) of dZ = dY * act'(Y), in place (dz holds dY), and db[c0:c1] = their sums over the
 // n rows (row 0 first), as relu_mask_db and dense_backward compute them.  db may be null.
@@ -273,6 +307,52 @@ void mask_db_block(T* FG_R dz, const T* FG_R y, T* FG_R db, std::size_t n, std::
             for (std::size_t o = c0; o < c1; ++o) db[o] = zr[o];
         else
             for (std::size_t o = c0; o < c1; ++o) db[o] += zr[o];
+    }
+}
+
+// Columns [i0, i1) of dX = dZ K^T (n rows), as dense_backward computes them.
+template <class T>
+void dx_block(T* FG_R dx, const T* FG_R g, const T* FG_R k, std::size_t n, std::size_t in, std::size_t out, bool blas,
+              std::size_t i0, std::size_t i1) {
+    if (i0 >= i1 || n == 0) return;
+    if (blas) {
+        gemm(false, true, n, i1 - i0, out, g, out, k + i0 * out, out, dx + i0, in);
+        return;
+    }
+    for (std::size_t r = 0; r < n; ++r) {
+        const T* FG_R gr = g + r * out;
+        T* FG_R dxr = dx + r * in;
+        for (std::size_t i = i0; i < i1; ++i) {
+            const T* FG_R ki = k + i * out;
+            T s = out ? gr[0] * ki[0] : T(0);
+            for (std::size_t o = 1; o < out; ++o) s += gr[o] * ki[o];
+            dxr[i] = s;
+        }
+    }
+}
+
+// Rows [i0, i1) of dK = X^T dZ (n rows), as dense_backward computes them.
+template <class T>
+void dk_block(T* FG_R dk, const T* FG_R x, const T* FG_R g, std::size_t n, std::size_t in, std::size_t out, bool blas,
+              std::size_t i0, std::size_t i1) {
+    if (i0 >= i1 || out == 0) return;
+    if (blas) {
+        gemm(true, false, i1 - i0, out, n, x + i0, in, g, out, dk + i0 * out, out);
+        return;
+    }
+    for (std::size_t i = i0; i < i1; ++i) {
+        const T xv = n ? x[i] : T(0);
+        T* FG_R dki = dk + i * out;
+        for (std::size_t o = 0; o < out; ++o) dki[o] = n ? xv * g[o] : T(0);
+    }
+    for (std::size_t r = 1; r < n; ++r) {
+        const T* FG_R xr = x + r * in;
+        const T* FG_R gr = g + r * out;
+        for (std::size_t i = i0; i < i1; ++i) {
+            const T xv = xr[i];
+            T* FG_R dki = dk + i * out;
+            for (std::size_t o = 0; o < out; ++o) dki[o] += xv * gr[o];
+        }
     }
 }
 
@@ -456,8 +536,15 @@ StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
                 dense_forward(s.acts[l].data() + r0 * L.out, a, L.k, L.b, n, L.in, L.out, L.act);
                 a = s.acts[l].data() + r0 * L.out;
             }
-            // the loss's pass over this block (the scale is the whole batch's)
-            part_sq[p] = mse_sum_backward(s.grad_in[nl - 1].data() + r0 * outl, a, yb, n * outl, scale);
+            // as mse_forward_backward, over this block (the scale is the whole batch's)
+            T* dp = s.grad_in[nl - 1].data() + r0 * outl;
+            double sq = 0.0;
+            for (std::size_t e = 0; e < n * outl; ++e) {
+                const double d = double(a[e]) - double(yb[e]);
+                sq += d * d;
+                dp[e] = (T(2) * (a[e] - yb[e])) * scale;
+            }
+            part_sq[p] = sq;
             T* g = s.partials.data() + p * per_part;
             std::size_t off = per_part;
             for (std::size_t l = nl; l-- > 0;) {
