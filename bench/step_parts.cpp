@@ -9,8 +9,8 @@
 //
 // It opens scipy-openblas32 (fastgrad's fallback BLAS; fit itself calls NumPy's OpenBLAS, the
 // same kernels).  Last, the whole step as fit runs it (net_step: on fastgrad's own two threads,
-// the team, for W6's batch).  x is a std::vector (4 KiB pages): NumPy gives arrays this large huge pages, on
-// which the gather measured about 75 µs instead of 125.
+// the team, for W6's batch).  x is a std::vector (4 KiB pages), where NumPy gives arrays this
+// large huge pages: the gather is slower here than in fit.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "net.hpp"
+#include "loop.hpp"
 
 using clk = std::chrono::steady_clock;
 static double us(clk::time_point a, clk::time_point b) { return std::chrono::duration<double, std::micro>(b - a).count(); }
@@ -66,17 +66,17 @@ int main(int argc, char** argv) {
             fg::gather_rows(s.yb.data(), y.data(), idx.data(), B, O);
         }
         const auto t1 = clk::now();
-        fg::dense_forward(s.acts[0].data(), xb, k1.data(), b1.data(), B, I, H, fg::Activation::relu);
+        fg::layer_forward(s.acts[0].data(), xb, k1.data(), b1.data(), B, I, H, fg::Activation::relu);
         const auto t2 = clk::now();
-        fg::dense_forward(s.acts[1].data(), s.acts[0].data(), k2.data(), b2.data(), B, H, O, fg::Activation::linear);
+        fg::layer_forward(s.acts[1].data(), s.acts[0].data(), k2.data(), b2.data(), B, H, O, fg::Activation::linear);
         const auto t3 = clk::now();
         fg::mse_forward_backward(s.grad_in[1].data(), s.acts[1].data(), yb, B * O);
         const auto t4 = clk::now();
-        fg::dense_backward(s.grad_in[0].data(), dk2.data(), db2.data(), s.grad_in[1].data(), s.grad_in[1].data(),
-                           s.acts[0].data(), k2.data(), s.acts[1].data(), B, H, O, fg::Activation::linear);
+        fg::layer_backward(s.grad_in[0].data(), dk2.data(), db2.data(), s.grad_in[1].data(), s.acts[0].data(),
+                           k2.data(), s.acts[1].data(), B, H, O, fg::Activation::linear);
         const auto t5 = clk::now();
-        fg::dense_backward<float>(nullptr, dk1.data(), db1.data(), s.grad_in[0].data(), s.grad_in[0].data(),
-                                  xb, k1.data(), s.acts[0].data(), B, I, H, fg::Activation::relu);
+        fg::layer_backward<float>(nullptr, dk1.data(), db1.data(), s.grad_in[0].data(), xb, k1.data(),
+                                  s.acts[0].data(), B, I, H, fg::Activation::relu);
         const auto t6 = clk::now();
         double sq = 0;
         bool finite = true;
@@ -107,13 +107,13 @@ int main(int argc, char** argv) {
     // The step fit runs at this size: net_step, on the team (team.hpp) when it takes this batch,
     // after a pause that lets OpenBLAS's threads (which spin after the products above) go idle.
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    fg::team_parts() = 2;
-    const bool team = fg::team_applies(L, B);
+    const fg::TeamConfig cfg{2, fg::team_min_work().load(), fg::team_rows_split().load()};
+    const bool team = fg::team_applies(L, B, cfg);
     std::vector<double> net_us;
     for (int st = 0; st < steps; ++st) {
         for (auto& v : idx) v = std::int64_t(rng() % N);
         const auto a = clk::now();
-        fg::net_step(s, L, x.data(), y.data(), full ? nullptr : idx.data(), B, 0.01f);
+        fg::net_step(s, L, x.data(), y.data(), full ? nullptr : idx.data(), B, 0.01f, cfg);
         const auto b = clk::now();
         if (st >= skip) net_us.push_back(us(a, b));
     }

@@ -1,5 +1,5 @@
 // A team of threads for one training step: the step is cut into phases, and each phase into a fixed
-// number of parts (team_parts(), the same in every run of the process); a phase's parts touch
+// number of parts (passed in by the caller: the same in every step of a run); a phase's parts touch
 // disjoint memory, and each phase starts when every part of the one before has ended.
 //
 // Why: with OpenBLAS's own threads, only the matrix products used both cores; the batch gather,
@@ -19,6 +19,7 @@
 #include <mutex>
 #include <system_error>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include <pthread.h>
@@ -28,32 +29,36 @@
 
 namespace fg {
 
-// Parts per phase (1: no team; the step runs as before).  Set at import from the BLAS's thread
-// count; settable for tests.  Change it only with no run in progress.
+// The team's settings, read once per step by the native loop and passed down (a step never reads
+// one twice).  Set at import; settable for tests only while no run is active (runtime.hpp's
+// RunGuard; the bindings check).
 constexpr std::size_t kMaxParts = 16;
-inline std::size_t& team_parts() {
-    static std::size_t v = 1;
+// Parts per phase (1: no team): the BLAS's thread count at import.
+inline std::atomic<std::size_t>& team_parts() {
+    static std::atomic<std::size_t> v{1};
     return v;
 }
-// Steps whose largest layer does fewer multiply-adds than this (rows * in * out) run without the
-// team.  fit's µs a step, serial against team (X -> h (relu) -> 10, medians of eight fits each,
-// alternated, 2026-11-27): 0.07M 32.4 against 37.9; 0.26M 48.4 against 86.0, then 46.6 against
-// 41.4; 0.52M 72.5 against 56.7 and 76.4 against 65.7; 1.0M 118.7 against 95.5 and 105.7
-// against 87.9; 2.1M 161.8 against 138.9; 8.4M 499 against 439.  Settable (tests).
-inline std::size_t& team_min_work() {
-    static std::size_t v = std::size_t(1) << 20;
+// Steps whose largest layer does fewer multiply-adds (rows * in * out) run without the team: below
+// it the threads' hand-offs cost more than they save (docs/performance.md, "The team").
+inline std::atomic<std::size_t>& team_min_work() {
+    static std::atomic<std::size_t> v{std::size_t(1) << 20};
+    return v;
+}
+// Batches of more rows than this are cut by rows (team_step_rows), smaller ones by phases
+// (team_step): the crossover measured in docs/performance.md.
+inline std::atomic<std::size_t>& team_rows_split() {
+    static std::atomic<std::size_t> v{1024};
     return v;
 }
 
-// Batches of more rows than this are cut by rows on the team (team_step_rows: each thread a block
-// of the batch, through the whole pass); smaller ones by the phases of team_step.  Medians of
-// 784 -> 256 -> 10 steps, the two cuts alternated in blocks of ten steps (2026-11-27), rows
-// against phases: 128 rows 0.93-1.00 against 0.85-0.90 ms; 512: 3.75-3.80 against 3.69-3.73;
-// 1024: 7.32-8.46 against 7.25-8.59; 2048: 15.5-16.3 against 16.5-17.0.  Settable (tests).
-inline std::size_t& team_rows_split() {
-    static std::size_t v = 1024;
-    return v;
-}
+// The three settings as one run reads them, once.
+struct TeamConfig {
+    std::size_t parts = 1, min_work = 0, rows_split = 0;
+    static TeamConfig current() {
+        return {team_parts().load(std::memory_order_relaxed), team_min_work().load(std::memory_order_relaxed),
+                team_rows_split().load(std::memory_order_relaxed)};
+    }
+};
 
 inline void cpu_relax() {
 #if defined(__x86_64__) || defined(__i386__)
@@ -94,10 +99,11 @@ class Team {
     std::size_t parts() const { return parts_; }
     pid_t pid() const { return pid_; }
 
-    // f(phase, part) for every phase in order and every part; the caller runs part 0.
-    template <class F>
+    // f(phase, part) for every phase in order and every part; the caller runs part 0.  f must be
+    // noexcept: an exception on a worker would end the process, or leave the others at the barrier.
+    template <class F, std::enable_if_t<std::is_nothrow_invocable_v<F&, std::size_t, std::size_t>, int> = 0>
     void run(std::size_t phases, F& f) {
-        job_ = [](void* ctx, std::size_t phase, std::size_t part) { (*static_cast<F*>(ctx))(phase, part); };
+        job_ = [](void* ctx, std::size_t phase, std::size_t part) noexcept { (*static_cast<F*>(ctx))(phase, part); };
         ctx_ = &f;
         phases_ = phases;
         done_.store(0, std::memory_order_relaxed);
@@ -164,7 +170,7 @@ class Team {
     const std::size_t parts_;
     const pid_t pid_;
     std::vector<std::thread> workers_;
-    void (*job_)(void*, std::size_t, std::size_t) = nullptr;
+    void (*job_)(void*, std::size_t, std::size_t) noexcept = nullptr;
     void* ctx_ = nullptr;
     std::size_t phases_ = 0;
     alignas(64) std::atomic<unsigned> gen_{0};
@@ -193,11 +199,11 @@ inline std::atomic<unsigned long long>& team_steps_run() {
     return v;
 }
 
-// Runs f(phase, part) for every phase in order and every part of team_parts(): on the team's
-// threads when it is free, else every part on the calling thread in turn (the same bits).
-template <class F>
-void run_phases(std::size_t phases, F&& f) {
-    const std::size_t parts = team_parts();
+// Runs f(phase, part) for every phase in order and each of `parts` parts: on the team's threads
+// when it is free, else every part on the calling thread in turn (the same bits).  f is noexcept
+// by construction (the overload exists only for such f): a phase has nothing that can fail.
+template <class F, std::enable_if_t<std::is_nothrow_invocable_v<F&, std::size_t, std::size_t>, int> = 0>
+void run_phases(std::size_t parts, std::size_t phases, F& f) {
     team_steps_run().fetch_add(1, std::memory_order_relaxed);
     TeamSlot& slot = team_slot();
     std::unique_lock<std::mutex> lock(slot.lock, std::try_to_lock);

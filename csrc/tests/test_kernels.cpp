@@ -11,8 +11,10 @@
 #include <random>
 #include <vector>
 
+#include <type_traits>
+
 #include "../kernels.hpp"
-#include "../net.hpp"
+#include "../loop.hpp"
 
 namespace {
 
@@ -60,7 +62,14 @@ void dense_case(std::mt19937_64& rng, double tol) {
     for (auto& v : k) v = T(nd(rng));
     for (auto& v : b) v = T(nd(rng));
     for (auto& v : dy) v = T(nd(rng));
-    fg::dense_forward(y.data(), x.data(), k.data(), bias ? b.data() : nullptr, n, in, out, act);
+    fg::layer_forward(y.data(), x.data(), k.data(), bias ? b.data() : nullptr, n, in, out, act);
+    // the same kernel on blocks (as the team calls it): a random cut of the rows and of the columns
+    std::vector<T> yb(n * out);
+    const std::size_t rc = rng() % (n + 1), cc = rng() % (out + 1);
+    for (auto [r0, r1] : {std::pair<std::size_t, std::size_t>{0, rc}, {rc, n}})
+        for (auto [c0, c1] : {std::pair<std::size_t, std::size_t>{0, cc}, {cc, out}})
+            fg::dense_forward(yb.data(), x.data(), k.data(), bias ? b.data() : nullptr, in, out, act, r0, r1, c0, c1);
+    expect(yb == y, "dense_forward on blocks == on the whole, bit for bit", 0, 0);
     std::vector<double> z(n * out), az(n * out), dzr(n * out), rdx(n * in, 0), rdk(in * out, 0), rdb(out, 0);
     std::vector<double> adx(n * in, 0), adk(in * out, 0), adb(out, 0);
     for (std::size_t r = 0; r < n; ++r)
@@ -87,8 +96,17 @@ void dense_case(std::mt19937_64& rng, double tol) {
             }
         }
     std::vector<T> dx(n * in, T(-1)), dk(in * out), db(out, T(-1));
-    fg::dense_backward(need_dx ? dx.data() : nullptr, dk.data(), bias ? db.data() : nullptr, dz.data(), dy.data(),
-                       x.data(), k.data(), y.data(), n, in, out, act);
+    dz = dy;
+    fg::layer_backward(need_dx ? dx.data() : nullptr, dk.data(), bias ? db.data() : nullptr, dz.data(), x.data(),
+                       k.data(), y.data(), n, in, out, act);
+    // dX's columns and dK's rows on blocks (as the team computes them): the same bits
+    std::vector<T> dxb(n * in), dkb(in * out);
+    const std::size_t ic = rng() % (in + 1);
+    for (auto [i0, i1] : {std::pair<std::size_t, std::size_t>{0, ic}, {ic, in}}) {
+        fg::dense_backward_dx(dxb.data(), dz.data(), k.data(), n, in, out, i0, i1);
+        fg::dense_backward_dk(dkb.data(), x.data(), dz.data(), n, in, out, i0, i1);
+    }
+    expect(dkb == dk && (!need_dx || dxb == dx), "dense_backward dX, dK on blocks == on the whole, bit for bit", 0, 0);
     expect(max_rel(rdk, widen(dk).data(), adk) <= tol, "dense_backward dK", max_rel(rdk, widen(dk).data(), adk), tol);
     if (need_dx) expect(max_rel(rdx, widen(dx).data(), adx) <= tol, "dense_backward dX", max_rel(rdx, widen(dx).data(), adx), tol);
     else expect(dx[0] == T(-1), "dense_backward leaves dX alone when null", 0, 0);
@@ -111,7 +129,7 @@ void mse_and_sgd_case(std::mt19937_64& rng, double tol) {
     ref /= double(count);
     const double got = double(fg::mse_forward(p.data(), t.data(), count));
     expect(std::fabs(got - ref) <= tol * ref, "mse_forward", std::fabs(got - ref) / ref, tol);
-    fg::mse_backward(dp.data(), p.data(), t.data(), count);
+    fg::mse_forward_backward(dp.data(), p.data(), t.data(), count);
     std::vector<double> rdp(count);
     for (std::size_t e = 0; e < count; ++e) rdp[e] = 2 * (double(p[e]) - double(t[e])) / double(count);
     expect(max_rel(rdp, widen(dp).data()) <= tol, "mse_backward", max_rel(rdp, widen(dp).data()), tol);
@@ -197,10 +215,12 @@ void relu_mask_case(std::mt19937_64& rng) {
     for (std::size_t o = 0; o < out; ++o) rdb[o] = rz[o];
     for (std::size_t r = 1; r < n; ++r)
         for (std::size_t o = 0; o < out; ++o) rdb[o] += rz[r * out + o];
-    std::vector<T> z(n * out), db(out), inplace = dy, db2(out);
-    fg::relu_mask_db<false, T>(z.data(), dy.data(), y.data(), db.data(), n, out);
-    fg::relu_mask_db<true, T>(inplace.data(), nullptr, y.data(), db2.data(), n, out);
-    expect(z == rz && inplace == rz && db == rdb && db2 == rdb, "relu_mask_db: the mask and db, bit for bit", 0, 0);
+    std::vector<T> z = dy, db(out), zb = dy, dbb(out);
+    fg::dense_backward_dz(z.data(), y.data(), db.data(), n, out, fg::Activation::relu, 0, out);
+    const std::size_t cut = rng() % (out + 1);  // on two blocks of columns, as the team does
+    fg::dense_backward_dz(zb.data(), y.data(), dbb.data(), n, out, fg::Activation::relu, 0, cut);
+    fg::dense_backward_dz(zb.data(), y.data(), dbb.data(), n, out, fg::Activation::relu, cut, out);
+    expect(z == rz && db == rdb && zb == rz && dbb == rdb, "dense_backward_dz: the ReLU mask and db, bit for bit", 0, 0);
 }
 
 // gather_rows copies exactly the indexed rows (repeats included), on both its paths (narrow rows
@@ -245,15 +265,16 @@ void net_case(std::mt19937_64& rng) {
         {k2c.data(), b2c.data(), ek2.data(), eb2.data(), hid, out, fg::Activation::linear}};
     fg::NetScratch<T> s2;
     s2.resize(copy, rows, false);
-    const fg::StepResult a = fg::net_step(s, layers, x.data(), y.data(), idx, rows, T(0.05));
-    const fg::StepResult b = fg::net_step(s2, copy, xg.data(), yg.data(), nullptr, rows, T(0.05));
+    const fg::TeamConfig serial{};
+    const fg::StepResult a = fg::net_step(s, layers, x.data(), y.data(), idx, rows, T(0.05), serial);
+    const fg::StepResult b = fg::net_step(s2, copy, xg.data(), yg.data(), nullptr, rows, T(0.05), serial);
     expect(a.loss == b.loss && a.grad_norm == b.grad_norm && a.weight_delta == b.weight_delta,
            "net_step gathered == net_step on gathered rows", std::fabs(a.loss - b.loss), 0);
     expect(k1 == k1c && b1 == b1c && k2 == k2c && b2 == b2c, "net_step updates identically", 0, 0);
     expect(a.bad_grad == -1 && a.bad_weight == -1, "net_step finite", 0, 0);
     // a NaN in the data is reported as a non-finite gradient, never a crash
     x[16 * in] = T(NAN);
-    const fg::StepResult c = fg::net_step(s, layers, x.data(), y.data(), idx, rows, T(0.05));
+    const fg::StepResult c = fg::net_step(s, layers, x.data(), y.data(), idx, rows, T(0.05), serial);
     expect(std::isnan(c.loss) && c.bad_grad == 0 && c.bad_weight == 0, "net_step reports NaN", 0, 0);
 }
 
@@ -309,26 +330,19 @@ void team_case(std::mt19937_64& rng, std::size_t parts, std::size_t rows_split) 
     const std::int64_t* ip = gather ? idx.data() : nullptr;
     std::vector<std::int64_t> other(rows);
     for (auto& i : other) i = std::int64_t(rng() % n);
-    const std::size_t saved_parts = fg::team_parts(), saved_work = fg::team_min_work();
-    const std::size_t saved_split = fg::team_rows_split();
-    fg::team_rows_split() = rows_split;
+    const fg::TeamConfig serial{1, 0, rows_split}, team{parts, 0, rows_split};
     fg::StepResult r[3];
     // the team copies are also told the next batch (as the native loop tells them), which they
     // gather early: nets[1] always this batch again; nets[2] this one, then another that does not
     // come (the step after must gather its own), then this one.  No bit may change.
     for (int step = 0; step < 3; ++step) {
         const std::int64_t* next2 = gather ? (step == 1 ? other.data() : ip) : nullptr;
-        fg::team_parts() = 1;
-        r[0] = fg::net_step(nets[0].s, nets[0].views, x.data(), y.data(), ip, rows, T(0.05));
-        fg::team_parts() = parts;
-        fg::team_min_work() = 0;
-        r[1] = fg::net_step(nets[1].s, nets[1].views, x.data(), y.data(), ip, rows, T(0.05), ip);
+        r[0] = fg::net_step(nets[0].s, nets[0].views, x.data(), y.data(), ip, rows, T(0.05), serial);
+        r[1] = fg::net_step(nets[1].s, nets[1].views, x.data(), y.data(), ip, rows, T(0.05), team, ip);
         {
             std::lock_guard<std::mutex> busy(fg::team_slot().lock);  // the team is taken: parts in turn
-            r[2] = fg::net_step(nets[2].s, nets[2].views, x.data(), y.data(), ip, rows, T(0.05), next2);
+            r[2] = fg::net_step(nets[2].s, nets[2].views, x.data(), y.data(), ip, rows, T(0.05), team, next2);
         }
-        fg::team_parts() = saved_parts;
-        fg::team_min_work() = saved_work;
         bool same_w = true, team_w = true;
         for (std::size_t l = 0; l < nl; ++l) {
             same_w &= nets[0].k[l] == nets[1].k[l] && nets[0].dk[l] == nets[1].dk[l] && nets[0].b[l] == nets[1].b[l] &&
@@ -363,19 +377,13 @@ void team_case(std::mt19937_64& rng, std::size_t parts, std::size_t rows_split) 
     // ahead are of the data as it was, and only the run that drew them uses them, as net_run does.)
     x[std::size_t(gather ? idx[0] : 0) * w[0]] = T(NAN);
     nets[1].s.next_valid = false;
-    fg::team_parts() = 1;
-    r[0] = fg::net_step(nets[0].s, nets[0].views, x.data(), y.data(), ip, rows, T(0.05));
-    fg::team_parts() = parts;
-    fg::team_min_work() = 0;
-    r[1] = fg::net_step(nets[1].s, nets[1].views, x.data(), y.data(), ip, rows, T(0.05));
-    fg::team_parts() = saved_parts;
-    fg::team_min_work() = saved_work;
-    fg::team_rows_split() = saved_split;
+    r[0] = fg::net_step(nets[0].s, nets[0].views, x.data(), y.data(), ip, rows, T(0.05), serial);
+    r[1] = fg::net_step(nets[1].s, nets[1].views, x.data(), y.data(), ip, rows, T(0.05), team);
     expect(r[0].bad_grad == r[1].bad_grad && r[0].bad_weight == r[1].bad_weight && std::isnan(r[1].loss),
            "team step names the same non-finite parameter", 0, 0);
 }
 
-// The fused single-layer step gives the bits of the separate kernels.
+// The step on one layer gives the bits of the kernels called one by one.
 template <class T>
 void single_layer_case(std::mt19937_64& rng) {
     std::uniform_int_distribution<int> dim(1, 9);
@@ -388,11 +396,12 @@ void single_layer_case(std::mt19937_64& rng) {
         for (auto& e : *v) e = T(nd(rng));
     // by hand, kernel by kernel
     std::vector<T> p(n * out), dp(n * out), dz(n * out), rk(in * out), rb(out), k2 = k, b2 = b;
-    fg::dense_forward(p.data(), x.data(), k.data(), bias ? b.data() : nullptr, n, in, out, act);
+    fg::dense_forward(p.data(), x.data(), k.data(), bias ? b.data() : nullptr, in, out, act, 0, n, 0, out);
     const T loss = fg::mse_forward(p.data(), y.data(), n * out);
-    fg::mse_backward(dp.data(), p.data(), y.data(), n * out);
-    fg::dense_backward<T>(nullptr, rk.data(), bias ? rb.data() : nullptr, dz.data(), dp.data(), x.data(), k.data(),
-                          p.data(), n, in, out, act);
+    fg::mse_forward_backward(dp.data(), p.data(), y.data(), n * out);
+    dz = dp;
+    fg::dense_backward_dz(dz.data(), p.data(), bias ? rb.data() : nullptr, n, out, act, 0, out);
+    fg::dense_backward_dk(rk.data(), x.data(), dz.data(), n, in, out, 0, in);
     fg::sgd_update(k2.data(), rk.data(), T(0.01), in * out);
     if (bias) fg::sgd_update(b2.data(), rb.data(), T(0.01), out);
     // the training step
@@ -401,10 +410,93 @@ void single_layer_case(std::mt19937_64& rng) {
                                           in, out, act}};
     fg::NetScratch<T> s;
     s.resize(layers, n, false);
-    const fg::StepResult r = fg::net_step(s, layers, x.data(), y.data(), nullptr, n, T(0.01));
-    expect(r.loss == double(loss), "fused single layer: loss", std::fabs(r.loss - double(loss)), 0);
-    expect(dk == rk && (!bias || db == rb), "fused single layer: gradients", 0, 0);
-    expect(k == k2 && (!bias || b == b2), "fused single layer: update", 0, 0);
+    const fg::StepResult r = fg::net_step(s, layers, x.data(), y.data(), nullptr, n, T(0.01), fg::TeamConfig{});
+    expect(r.loss == double(loss), "single layer step: loss", std::fabs(r.loss - double(loss)), 0);
+    expect(dk == rk && (!bias || db == rb), "single layer step: gradients", 0, 0);
+    expect(k == k2 && (!bias || b == b2), "single layer step: update", 0, 0);
+}
+
+// The register-resident loop (fast_tiny.hpp) against the generic step called once per step on
+// the same batches: the same losses, gradient norms and weights, bit for bit.
+template <class T>
+void tiny_case(std::mt19937_64& rng) {
+    std::normal_distribution<double> nd;
+    const std::size_t in = 1 + rng() % 4, n = 12, steps = 40;
+    const bool bias = rng() & 1, relu = rng() & 1;
+    const int mode = int(rng() % 3);  // 0: full batch; 1: one random row; 2: three random rows
+    const std::size_t rows = mode == 0 ? n : mode == 1 ? 1 : 3;
+    const fg::Activation act = relu ? fg::Activation::relu : fg::Activation::linear;
+    std::vector<T> x(n * in), y(n), k(in), b{T(0.1)};
+    for (auto* v : {&x, &y})
+        for (auto& e : *v) e = T(nd(rng));
+    for (auto& e : k) e = T(0.5 * nd(rng));
+    std::vector<T> k2 = k, b2 = b, dk(in), db(1);
+    const std::uint64_t state[4] = {rng(), rng(), rng(), rng()};
+    fg::Sampler s1(state, n, rows, false), s2(state, n, rows, false);
+    fg::Net<T> net({fg::DenseView<T>{k.data(), bias ? b.data() : nullptr, nullptr, nullptr, in, 1, act}}, rows, mode != 0);
+    fg::Records<T> rec;
+    auto poll = [] { return false; };
+    net.run(x.data(), y.data(), mode ? &s1 : nullptr, T(0.05),
+            {fg::Rule{fg::RuleKind::max_steps, 0.0, static_cast<long long>(steps)}}, 0, poll, rec);
+    std::vector<fg::DenseView<T>> layers{
+        {k2.data(), bias ? b2.data() : nullptr, dk.data(), bias ? db.data() : nullptr, in, 1, act}};
+    fg::NetScratch<T> sc;
+    sc.resize(layers, rows, mode != 0);
+    std::vector<std::int64_t> idx(rows);
+    bool same = rec.steps == steps;
+    for (std::size_t t = 0; t < steps && same; ++t) {
+        if (mode) s2.draw(idx.data());
+        const fg::StepResult r = fg::serial_step(sc, layers, x.data(), y.data(), mode ? idx.data() : nullptr, rows, T(0.05));
+        same &= r.loss == rec.loss.data()[t] && r.grad_norm == rec.norm.data()[t];
+    }
+    expect(same && k == k2 && (!bias || b == b2), "the tiny loop == the generic step, bit for bit", 0, 0);
+}
+
+// The fused one-output step (fast_one_output.hpp) against the generic step: the same bits, for
+// widths it unrolls (1-4) and one it does not, with or without bias and ReLU, gathered or not.
+template <class T>
+void one_output_case(std::mt19937_64& rng) {
+    std::normal_distribution<double> nd;
+    const std::size_t in = 1 + rng() % 7, n = 9, rows = 1 + rng() % 4;
+    const bool bias = rng() & 1, relu = rng() & 1, gather = rng() & 1;
+    const fg::Activation act = relu ? fg::Activation::relu : fg::Activation::linear;
+    std::vector<T> x(n * in), y(n), k(in), b{T(0.2)}, dk(in), db(1);
+    for (auto* v : {&x, &y, &k})
+        for (auto& e : *v) e = T(nd(rng));
+    std::vector<T> k2 = k, b2 = b, dk2(in), db2(1);
+    std::vector<std::int64_t> idx(rows);
+    for (auto& i : idx) i = std::int64_t(rng() % n);
+    const std::size_t r = gather ? rows : n;
+    std::vector<fg::DenseView<T>> a{{k.data(), bias ? b.data() : nullptr, dk.data(), bias ? db.data() : nullptr, in, 1, act}};
+    std::vector<fg::DenseView<T>> g{{k2.data(), bias ? b2.data() : nullptr, dk2.data(), bias ? db2.data() : nullptr, in, 1, act}};
+    fg::NetScratch<T> sa, sg;
+    sa.resize(a, r, gather);
+    sg.resize(g, r, gather);
+    bool same = true;
+    for (int step = 0; step < 5; ++step) {
+        const fg::StepResult ra = fg::net_step(sa, a, x.data(), y.data(), gather ? idx.data() : nullptr, r, T(0.05),
+                                               fg::TeamConfig{});
+        const fg::StepResult rg = fg::serial_step(sg, g, x.data(), y.data(), gather ? idx.data() : nullptr, r, T(0.05));
+        same &= ra.loss == rg.loss && ra.grad_norm == rg.grad_norm && ra.weight_delta == rg.weight_delta;
+    }
+    expect(same && k == k2 && dk == dk2 && (!bias || (b == b2 && db == db2)),
+           "the fused one-output step == the generic step, bit for bit", 0, 0);
+}
+
+// A team phase must be noexcept (an exception on a worker thread would end the process or leave
+// the others waiting at the barrier): run_phases refuses, at compile time, one that may throw.
+template <class F, class = void>
+struct runs_as_phase : std::false_type {};
+template <class F>
+struct runs_as_phase<F, std::void_t<decltype(fg::run_phases(std::size_t(1), std::size_t(1), std::declval<F&>()))>>
+    : std::true_type {};
+[[maybe_unused]] void phases_are_noexcept() {
+    auto ok = [](std::size_t, std::size_t) noexcept {};
+    auto may_throw = [](std::size_t p, std::size_t) {
+        if (p > 99) throw 1;
+    };
+    static_assert(runs_as_phase<decltype(ok)>::value, "a noexcept phase runs");
+    static_assert(!runs_as_phase<decltype(may_throw)>::value, "a phase that may throw is refused");
 }
 
 // Sampler: indices in range, distinct within a batch, shuffle epochs are permutations (less the
@@ -455,6 +547,10 @@ int main() {
     for (int i = 0; i < 100; ++i) {
         single_layer_case<double>(rng);
         single_layer_case<float>(rng);
+        tiny_case<double>(rng);
+        tiny_case<float>(rng);
+        one_output_case<double>(rng);
+        one_output_case<float>(rng);
     }
     for (std::size_t count : {1, 7, 8, 9, 511, 512, 513, 1023, 1024, 1025, 2047, 2048, 2049, 5000, 20001})
         for (int i = 0; i < 4; ++i) {

@@ -1,6 +1,6 @@
-// Matrix products for the Dense kernels: OpenBLAS when built with FASTGRAD_BLAS, one is loaded,
-// and the product is large enough to pay for the call; otherwise the callers' plain loops.
-// Row-major throughout.
+// The BLAS dispatch: OpenBLAS's matrix products for the Dense layer (dense.hpp) when built with
+// FASTGRAD_BLAS, one is loaded, and the product is large enough to pay for the call; otherwise
+// kernels.hpp's plain loops.  Row-major throughout.
 //
 //   gemm(ta, tb, m, n, k, A, B, C):   C(m,n) = op(A)(m,k) op(B)(k,n)
 //   op(A) = A (stored m×k) or A^T (stored k×m); likewise op(B).
@@ -10,6 +10,7 @@
 // (load_fallback_blas).  Loading it costs import time and starts a thread pool that spins.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <mutex>
 
@@ -28,9 +29,10 @@
 namespace fg {
 
 // Products of fewer multiply-adds than this run in the plain loops.  Settable (for tests that
-// compare both paths, and for measuring the crossover); not meant to change during a run.
-inline std::size_t& blas_min_work() {
-    static std::size_t v = 1u << 15;
+// compare both paths, and for measuring the crossover) only while no run is active
+// (runtime.hpp's RunGuard; the bindings check).
+inline std::atomic<std::size_t>& blas_min_work() {
+    static std::atomic<std::size_t> v{std::size_t(1) << 15};
     return v;
 }
 
@@ -55,7 +57,7 @@ template <class T>
 using gemm32_t = void (*)(int, int, int, int, int, int, T, const T*, int, const T*, int, T, T*, int);
 
 // The BLAS the products call: one pair of pointers is set, or none (plain loops only).  Changed
-// only with the GIL held and no run in progress (at import, and by tests).
+// only with the GIL held and no run active (at import, and by tests; the bindings check).
 struct Blas {
     gemm64_t<float> sgemm64 = nullptr;
     gemm64_t<double> dgemm64 = nullptr;
@@ -76,7 +78,7 @@ inline Blas& active_blas() {
 
 inline bool use_blas(std::size_t n, std::size_t in, std::size_t out) {
 #ifdef FASTGRAD_BLAS
-    if (n * in * out < blas_min_work()) return false;
+    if (n * in * out < blas_min_work().load(std::memory_order_relaxed)) return false;
     const Blas& b = active_blas();
     if (b.sgemm64) return true;
     // LP64: every dimension (and leading dimension) must fit an int

@@ -1,0 +1,301 @@
+// The native training loop, read from its entry point down:
+//
+//   Net::run            a whole run: chunks of steps, the records grown between chunks, Ctrl-C polls
+//   -> net_run          one chunk: the register-resident loop (fast_tiny.hpp) for the smallest
+//                       models, else run_loop over net_step
+//   -> run_loop         step, record, divergence check, stopping rules (rules.hpp), poll
+//   -> net_step         which step: the fused one-output step (fast_one_output.hpp) for one
+//                       Dense layer with one output, the team (fast_team.hpp) for large layers,
+//                       else the generic serial_step (step.hpp): forward, loss, backward, update
+//                       (kernels.hpp)
+//
+// The Python loop (fastgrad/_loops.py) calls Net::step once per step and tests the same rules in
+// Python, so both loops give the same bits.  No Python here: the bindings check the arrays, take
+// their pointers, release the GIL and call.
+#pragma once
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <vector>
+
+#include "fast_one_output.hpp"
+#include "fast_team.hpp"
+#include "fast_tiny.hpp"
+#include "rules.hpp"
+#include "runtime.hpp"
+#include "sampler.hpp"
+#include "step.hpp"
+#include "team.hpp"
+
+namespace fg {
+
+// One SGD step, by the fastest path that applies; each gives the generic step's bits (the team's
+// may differ in the last places: fast_team.hpp).  next_idx: the next step's batch when the caller
+// knows it (the native loop), which the phased team step gathers early.
+template <class T>
+StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
+                    const std::int64_t* idx, std::size_t rows, T lr, const TeamConfig& team,
+                    const std::int64_t* next_idx = nullptr) {
+    if (one_output_applies(layers, rows)) {
+        s.next_valid = false;
+        switch (layers[0].in) {
+            case 1: return dense1_out1_step<T, 1>(layers[0], x, y, idx, rows, lr);
+            case 2: return dense1_out1_step<T, 2>(layers[0], x, y, idx, rows, lr);
+            case 3: return dense1_out1_step<T, 3>(layers[0], x, y, idx, rows, lr);
+            case 4: return dense1_out1_step<T, 4>(layers[0], x, y, idx, rows, lr);
+            default: return dense1_out1_step<T, 0>(layers[0], x, y, idx, rows, lr);
+        }
+    }
+    if (team_applies(layers, rows, team)) {
+        if (rows > team.rows_split) return team_step_rows(s, layers, x, y, idx, rows, lr, team.parts);
+        return team_step(s, layers, x, y, idx, rows, lr, team.parts, next_idx);
+    }
+    return serial_step(s, layers, x, y, idx, rows, lr);
+}
+
+// Runs up to `nsteps` steps.  idx: (nsteps, rows) batch indices, or null for the full batch;
+// with a sampler, each step first draws its batch into row i of idx (which records it).
+// loss_out, gnorm_out: nsteps each.  With every > 0, the parameters after each step t with
+// t % every == 0 are copied to row `recorded` of wrec[p] (capacity nsteps / every + 1 rows) and
+// t to wsteps[recorded].  poll() is called every poll_every steps; true means stop (Ctrl-C).
+// The loop itself, for a step function chosen once per run (so that it inlines).
+template <class T, class Step, class Poll>
+ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::int64_t* idx, Sampler* sampler,
+                     std::size_t nsteps, std::size_t rows, std::vector<Rule>& rules, LoopState& st,
+                     double* loss_out, double* gnorm_out, std::size_t every, T* const* wrec, long long* wsteps,
+                     std::size_t poll_every, Poll& poll, bool ahead = false) {
+    ChunkResult out;
+    std::size_t until_poll = poll_every;
+    for (std::size_t i = 0; i < nsteps; ++i) {
+        std::int64_t* bi = idx ? idx + i * rows : nullptr;
+        // ahead: each step draws the next one's batch too (within the chunk), for the step to
+        // gather early; a run that stops has then drawn one batch more than it used, which
+        // nothing reads (its sampler ends with it; the batches recorded are the steps')
+        std::int64_t* next = nullptr;
+        if (sampler) {
+            if (!ahead || i == 0) sampler->draw(bi);
+            if (ahead && i + 1 < nsteps) sampler->draw(next = bi + rows);
+        }
+        const StepResult r = step(bi, next);
+        loss_out[i] = r.loss;
+        gnorm_out[i] = r.grad_norm;
+        ++st.step;
+        out.steps = i + 1;
+        if (every && std::size_t(st.step) % every == 0) {
+            int p = 0;
+            for (const auto& L : layers) {
+                const std::size_t nk = L.in * L.out;
+                T* dst = wrec[p++] + out.recorded * nk;
+                for (std::size_t e = 0; e < nk; ++e) dst[e] = L.k[e];
+                if (L.b) {
+                    T* db = wrec[p++] + out.recorded * L.out;
+                    for (std::size_t e = 0; e < L.out; ++e) db[e] = L.b[e];
+                }
+            }
+            wsteps[out.recorded++] = st.step;
+        }
+        if (!std::isfinite(r.loss) || r.bad_grad >= 0 || r.bad_weight >= 0) {
+            out.stop = -2;
+            out.bad_grad = r.bad_grad;
+            out.bad_weight = r.bad_weight;
+            return out;
+        }
+        for (std::size_t j = 0; j < rules.size(); ++j)
+            if (rule_fires(rules[j], st, r.loss, r.weight_delta)) {
+                out.stop = int(j);
+                return out;
+            }
+        st.prev_loss = r.loss;
+        st.has_prev = true;
+        if (poll_every && --until_poll == 0) {
+            until_poll = poll_every;
+            if (poll()) {
+                out.stop = -3;
+                return out;
+            }
+        }
+    }
+    return out;
+}
+
+// One chunk of up to nsteps steps (run_loop's arguments).
+template <class T, class Poll>
+ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
+                    std::int64_t* idx, Sampler* sampler, std::size_t nsteps, std::size_t rows, T lr,
+                    const TeamConfig& team, std::vector<Rule>& rules, LoopState& st, double* loss_out,
+                    double* gnorm_out, std::size_t every, T* const* wrec, long long* wsteps, std::size_t poll_every,
+                    Poll& poll) {
+    if (one_output_applies(layers, rows)) {
+        const DenseView<T>& L = layers[0];
+        switch (L.in) {
+#define FG_TINY(IN)                                                                                          \
+    case IN:                                                                                                 \
+        return dense1_out1_dispatch<T, IN, Poll>(L, x, y, idx, sampler, nsteps, rows, lr, rules, st, loss_out, \
+                                                 gnorm_out, every, wrec, wsteps, poll_every, poll);
+            FG_TINY(1)
+            FG_TINY(2)
+            FG_TINY(3)
+            FG_TINY(4)
+#undef FG_TINY
+            default: break;
+        }
+    }
+    auto step = [&](const std::int64_t* bi, const std::int64_t* next) {
+        return net_step(s, layers, x, y, bi, rows, lr, team, next);
+    };
+    const bool ahead = sampler && idx && team_applies(layers, rows, team) && rows <= team.rows_split;
+    const ChunkResult out = run_loop<T>(step, layers, idx, sampler, nsteps, rows, rules, st, loss_out, gnorm_out,
+                                        every, wrec, wsteps, poll_every, poll, ahead);
+    s.next_valid = false;  // a batch gathered ahead is used only by the run that drew it
+    return out;
+}
+
+// What a run recorded: per-step losses and gradient norms, the batches drawn, and the weights
+// every `every` steps; grown chunk by chunk in RecordMemory.
+template <class T>
+struct Records {
+    Grow<double> loss, norm;
+    Grow<std::int64_t> batches;
+    std::vector<std::unique_ptr<Grow<T>>> weights;  // one per parameter
+    Grow<long long> weight_steps;
+    std::size_t steps = 0, recorded = 0;
+    std::size_t failed_bytes = 0;  // stop -4: the size of the buffer that could not be had (0: unknown)
+};
+
+// A Dense stack as the loops train it: views of the live parameters (owned by the caller), the
+// gradients and the scratch (owned here), for a fixed number of batch rows.
+template <class T>
+class Net {
+  public:
+    // layers' k and b point at the caller's parameters; dk and db are set here.  Throws
+    // std::bad_alloc when the gradients or the scratch cannot be had (before anything changes).
+    Net(std::vector<DenseView<T>> layers, std::size_t rows, bool gather) : layers_(std::move(layers)), rows_(rows),
+                                                                           gather_(gather) {
+        for (auto& L : layers_) {
+            dk_.emplace_back(L.in * L.out);
+            L.dk = dk_.back().data();
+            db_.emplace_back(L.b ? L.out : 0);
+            L.db = L.b ? db_.back().data() : nullptr;
+        }
+        scratch_.resize(layers_, rows_, gather_);
+    }
+    Net(const Net&) = delete;
+    Net& operator=(const Net&) = delete;
+
+    // Point layer l at new parameter buffers of the same shapes (the caller checked them).
+    void rebind(std::size_t l, T* k, T* b) {
+        layers_[l].k = k;
+        if (layers_[l].b) layers_[l].b = b;
+    }
+    const std::vector<DenseView<T>>& layers() const { return layers_; }
+    std::size_t rows() const { return rows_; }
+    bool gather() const { return gather_; }
+    std::size_t params() const {
+        std::size_t c = 0;
+        for (const auto& L : layers_) c += L.b ? 2 : 1;
+        return c;
+    }
+    // elements of parameter p (get_weights order)
+    std::size_t param_size(std::size_t p) const {
+        for (const auto& L : layers_) {
+            if (p == 0) return L.in * L.out;
+            if (L.b && p == 1) return L.out;
+            p -= L.b ? 2 : 1;
+        }
+        return 0;
+    }
+
+    // One step (the Python loop's): idx holds rows() indices already checked, or is null.
+    StepResult step(const T* x, const T* y, const std::int64_t* idx, T lr) {
+        return net_step(scratch_, layers_, x, y, idx, rows_, lr, TeamConfig::current());
+    }
+
+    // A whole run over n samples: the rules tested in order, one of them MaxSteps (the caller
+    // checked); sampler: the batch draws, or null for the full batch.  Weights recorded every
+    // `every` steps (0: none; at most 2**62).  Returns the last chunk's result: stop as
+    // ChunkResult's; rec holds everything recorded.
+    template <class Poll>
+    ChunkResult run(const T* x, const T* y, Sampler* sampler, T lr, std::vector<Rule> rules, std::size_t every,
+                    Poll& poll, Records<T>& rec) {
+        rules_ = std::move(rules);
+        state_ = LoopState{};
+        const RulePlan plan = plan_rules(rules_);
+        const std::size_t limit = std::size_t(plan.limit);
+        const TeamConfig team = TeamConfig::current();  // read once: every step of the run alike
+        // poll for Ctrl-C about every millisecond of work
+        std::size_t work = 0;
+        for (const auto& L : layers_) work += L.in * L.out;
+        work *= rows_;
+        const std::size_t poll_every = std::max<std::size_t>(1, std::size_t(1e6) / std::max<std::size_t>(work, 1));
+        // chunks of at most 65536 steps and 2**20 batch indices: the records grow chunk by chunk
+        const std::size_t chunk = std::max<std::size_t>(1, std::min<std::size_t>(1 << 16, (1 << 20) / rows_));
+        const std::size_t np = params();
+        rec.weights.clear();
+        for (std::size_t p = 0; p < np; ++p) rec.weights.push_back(std::make_unique<Grow<T>>());
+        std::vector<T*> wp(np);
+        ChunkResult r;
+        while (true) {
+            const std::size_t done = rec.steps;
+            const std::size_t nsteps = std::max<std::size_t>(1, std::min(chunk, limit > done ? limit - done : 1));
+            if (!reserve(rec, done + nsteps, nsteps, every)) {
+                r = ChunkResult{};
+                r.stop = -4;
+                break;
+            }
+            for (std::size_t p = 0; p < np && every; ++p)
+                wp[p] = rec.weights[p]->data() + rec.recorded * param_size(p);
+            try {
+                r = net_run(scratch_, layers_, x, y, sampler ? rec.batches.data() + done * rows_ : nullptr, sampler,
+                            nsteps, rows_, lr, team, rules_, state_, rec.loss.data() + done, rec.norm.data() + done,
+                            every, wp.data(), every ? rec.weight_steps.data() + rec.recorded : nullptr, poll_every,
+                            poll);
+            } catch (const std::bad_alloc&) {  // the team's buffers for a step ahead: before that step
+                r = ChunkResult{};
+                r.stop = -4;
+                rec.failed_bytes = 0;
+                break;
+            }
+            rec.steps += r.steps;
+            rec.recorded += r.recorded;
+            if (r.stop != -1) break;
+            if (poll()) {
+                r.stop = -3;
+                break;
+            }
+        }
+        return r;
+    }
+
+  private:
+    // Room in every record for `total` steps (this chunk's nsteps among them).
+    bool reserve(Records<T>& rec, std::size_t total, std::size_t nsteps, std::size_t every) {
+        auto need = [&rec](auto& g, std::size_t count, std::size_t size) {
+            if (g.reserve(count)) return true;
+            rec.failed_bytes = count * size;
+            return false;
+        };
+        if (!need(rec.loss, total, sizeof(double)) || !need(rec.norm, total, sizeof(double))) return false;
+        if (gather_ && !need(rec.batches, total * rows_, sizeof(std::int64_t))) return false;
+        if (!every) return true;
+        const std::size_t cap = rec.recorded + nsteps / every + 1;
+        for (std::size_t p = 0; p < rec.weights.size(); ++p)
+            if (!need(*rec.weights[p], cap * param_size(p), sizeof(T))) return false;
+        return need(rec.weight_steps, cap, sizeof(long long));
+    }
+
+    std::vector<DenseView<T>> layers_;
+    std::vector<std::vector<T>> dk_, db_;
+    NetScratch<T> scratch_;
+    std::vector<Rule> rules_;
+    LoopState state_;
+    std::size_t rows_;
+    bool gather_;
+};
+
+}  // namespace fg
