@@ -1,4 +1,4 @@
-"""pytest-benchmark: ``fastgrad.fit`` as users call it, on bench/compare.py's W1, W3 and W4.
+"""pytest-benchmark: ``fastgrad.fit`` as users call it, on bench/compare.py's W1, W3 and W4 (bench/workloads.py).
 
     pytest bench/ --benchmark-only
 
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
-from compare import SEED, make_workload
+from workloads import SEED, fg_model, make_workload
 
 STEPS = 5000
 ROUNDS = 5
@@ -25,16 +25,11 @@ def _never(state) -> bool:
     return False
 
 
-def _model(w):
-    dense = [fg.Dense(u, activation=a, use_bias=b) for u, a, b in w.layers]
-    return dense[0] if len(dense) == 1 else fg.Sequential(dense)
-
-
 @pytest.mark.parametrize("loop", ["auto", "python_loop"])
 @pytest.mark.parametrize("wid", ["W1", "W3", "W4"])
 def test_fit(benchmark, wid, loop):
     w = make_workload(wid, STEPS, quick=False)
-    model = _model(w)
+    model = fg_model(w.layers)
     stop = [fg.stop.MaxSteps(STEPS)] + ([_never] if loop == "python_loop" else [])
 
     def setup():

@@ -38,20 +38,23 @@ def _ctrl_c_once_changed(array):
     not at a fixed time, which on a loaded machine could come before fit reached its loop."""
     before = array.copy()
     done = threading.Event()
+    sending = threading.Lock()  # no Ctrl-C once the block is over (it would abort the pytest session)
 
     def send():
         deadline = time.monotonic() + RUN_START_WAIT_S
         while np.array_equal(array, before) and not done.is_set() and time.monotonic() < deadline:
             time.sleep(0.001)
-        if not done.is_set():
-            os.kill(os.getpid(), signal.SIGINT)
+        with sending:
+            if not done.is_set():
+                os.kill(os.getpid(), signal.SIGINT)
 
     sender = threading.Thread(target=send)
     sender.start()
     try:
         yield
     finally:
-        done.set()
+        with sending:
+            done.set()
         sender.join()
 
 

@@ -27,6 +27,8 @@ import pytest
 
 import fastgrad as fg
 from fastgrad import cli, plotting, walkthrough
+from fastgrad.cli import common as cli_common
+from fastgrad.cli import train as cli_train
 from fastgrad.data import e6_data
 
 # ---- what the output must show, and how close ------------------------------------------------
@@ -538,12 +540,12 @@ def check_bad_input(tmp_path: Path, filename: str, content: Optional[bytes], ext
 
 def test_model_size_counts_a_batch_not_every_row(monkeypatch):
     spec = [(1000, "relu"), (1000, "relu"), (1, "linear")]
-    monkeypatch.setattr(cli, "_available_memory", lambda: 12 * 2**30)
+    monkeypatch.setattr(cli_common, "available_memory", lambda: 12 * 2**30)
     # 10**6 rows x 100 features: the final loss's pass holds two layers' outputs at a time,
     # 10**6 x 2,000 float32 = 7.5 GiB; a step on batches of 32 needs little
-    cli._check_model_size(spec, 100, 10**6, 32, "float32", "--layers")
+    cli_common.check_model_size(spec, 100, 10**6, 32, "float32", "--layers")
     with pytest.raises(cli.CliError, match=r"--layers: .* needs about 14\.9 GiB .* 12\.0 GiB is available"):
-        cli._check_model_size(spec, 100, 2 * 10**6, 32, "float32", "--layers")
+        cli_common.check_model_size(spec, 100, 2 * 10**6, 32, "float32", "--layers")
 
 
 def test_train_may_write_two_outputs_to_dev_null(tmp_path):
@@ -668,16 +670,16 @@ def test_train_plot_recording_of_a_wide_model_is_bounded(tmp_path, monkeypatch, 
     result = recorded_for_plot(monkeypatch, tmp_path, "--layers", "2000:relu,1", "--stop", "max-steps=2000")
     weights = result.history.weights
     row_bytes = sum(w[0].nbytes for w in weights)
-    assert row_bytes * cli.PLOT_WEIGHT_ROWS > cli.PLOT_RECORD_BYTES  # so the budget is what bounds it
-    assert sum(w.nbytes for w in weights) <= cli.PLOT_RECORD_BYTES
-    assert len(result.history.weight_steps) >= cli.PLOT_RECORD_BYTES // row_bytes // 2  # and it is used
+    assert row_bytes * cli_train.PLOT_WEIGHT_ROWS > cli_train.PLOT_RECORD_BYTES  # so the budget is what bounds it
+    assert sum(w.nbytes for w in weights) <= cli_train.PLOT_RECORD_BYTES
+    assert len(result.history.weight_steps) >= cli_train.PLOT_RECORD_BYTES // row_bytes // 2  # and it is used
     assert result.history.weight_steps[-1] == result.steps
 
 
 @needs_mpl
 def test_train_plot_of_a_model_too_wide_to_record(tmp_path, monkeypatch, capsys):
     # room for two rows of 10:relu,1 on 3 inputs (51 float32 parameters, 204 bytes), not for three
-    monkeypatch.setattr(cli, "PLOT_RECORD_BYTES", 500)
+    monkeypatch.setattr(cli_train, "PLOT_RECORD_BYTES", 500)
     result = recorded_for_plot(monkeypatch, tmp_path, "--layers", "10:relu,1", "--stop", "max-steps=20")
     assert result.history.weights is None
     assert "weights not drawn" in summary(capsys.readouterr().out)["figure"]
@@ -686,12 +688,12 @@ def test_train_plot_of_a_model_too_wide_to_record(tmp_path, monkeypatch, capsys)
 
 def test_record_every_bounds_rows_and_bytes():
     for total in (1, 7, 1999, 10_000, fg.stop.MAX_COUNT):
-        for row_bytes in (4, 80_004, cli.PLOT_RECORD_BYTES // 3):
-            k = cli._record_every(total, row_bytes)
+        for row_bytes in (4, 80_004, cli_train.PLOT_RECORD_BYTES // 3):
+            k = cli_train._record_every(total, row_bytes)
             assert k >= 1
             rows = 2 + total // k  # the initial weights, every k-th step, the last
-            assert rows <= cli.PLOT_WEIGHT_ROWS and rows * row_bytes <= cli.PLOT_RECORD_BYTES
-    assert cli._record_every(10_000, cli.PLOT_RECORD_BYTES // 3 + 1) == 0
+            assert rows <= cli_train.PLOT_WEIGHT_ROWS and rows * row_bytes <= cli_train.PLOT_RECORD_BYTES
+    assert cli_train._record_every(10_000, cli_train.PLOT_RECORD_BYTES // 3 + 1) == 0
 
 
 def test_train_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
@@ -706,7 +708,7 @@ def test_train_out_of_memory_is_one_line(tmp_path, monkeypatch, capsys):
 
 
 def test_train_model_larger_than_the_memory_is_refused(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(cli, "_available_memory", lambda: 2**20)
+    monkeypatch.setattr(cli_common, "available_memory", lambda: 2**20)
     monkeypatch.setattr(fg, "fit", pytest.fail)  # refused before training
     data = write_e6_csv(tmp_path / "e6.csv")
     assert cli.main(["train", str(data), "--target", "y", "--layers", "100000:relu,1"]) == 2

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
-from fastgrad import _core
+from fastgrad import _batches, _core
 from fastgrad import stop
 
 
@@ -102,7 +102,7 @@ def test_the_cpp_seed_state_is_numpys_seed_sequence(seed):
 
 def test_seeds_past_64_bits_use_numpys_seed_sequence():
     big = 2**70 + 5
-    a = fg.BatchStream(n=50, batch_size=3, sampling="random", seed=big).next_chunk()
+    a = _batches.BatchStream(n=50, batch_size=3, sampling="random", seed=big).next_chunk()
     state = np.random.SeedSequence(big).generate_state(4, dtype=np.uint64)
     s = _core.Sampler(state, 50, 3, False)
     b = np.empty_like(a)
@@ -114,7 +114,7 @@ def test_seeds_past_64_bits_use_numpys_seed_sequence():
 
 def test_random_sampling_has_no_repeats_within_a_batch_and_covers_the_data():
     for k in (7, 1):
-        stream = fg.BatchStream(n=10, batch_size=k, sampling="random", seed=0)
+        stream = _batches.BatchStream(n=10, batch_size=k, sampling="random", seed=0)
         chunk = np.concatenate([stream.next_chunk() for _ in range(12)])
         rows = len(chunk)
         assert rows > 5000 and chunk.shape[1] == k and chunk.min() >= 0 and chunk.max() < 10
@@ -123,12 +123,12 @@ def test_random_sampling_has_no_repeats_within_a_batch_and_covers_the_data():
         p = k / 10  # each index is in a batch with probability k/10, independently per step
         sd = np.sqrt(rows * p * (1 - p)) if k < 10 else 1.0
         assert np.all(np.abs(counts - rows * p) < 5 * sd)  # 5 standard deviations
-    big = fg.BatchStream(n=300, batch_size=100, sampling="random", seed=1).next_chunk()  # Fisher-Yates path
+    big = _batches.BatchStream(n=300, batch_size=100, sampling="random", seed=1).next_chunk()  # Fisher-Yates path
     assert all(len(set(row)) == 100 for row in big) and big.max() < 300
 
 
 def test_shuffle_walks_epochs_of_permutations():
-    stream = fg.BatchStream(n=10, batch_size=3, sampling="shuffle", seed=0)
+    stream = _batches.BatchStream(n=10, batch_size=3, sampling="shuffle", seed=0)
     chunk = stream.next_chunk()
     e1, e2 = chunk[0:3], chunk[3:6]  # 10 // 3 batches an epoch; one sample left out per epoch
     for epoch in (e1, e2):
@@ -324,14 +324,14 @@ def test_optimizer_and_rules_reject_bad_arguments(make, exc, msg):
 )
 def test_batch_stream_rejects_bad_arguments(args, exc, msg):
     with pytest.raises(exc, match=msg):
-        fg.BatchStream(*args)
+        _batches.BatchStream(*args)
 
 
 def test_batch_stream_takes_numpy_ints_and_big_seeds():
-    a = fg.BatchStream(np.int64(10), np.int32(3), "shuffle", np.uint64(7)).next_chunk()
-    b = fg.BatchStream(10, 3, "shuffle", 7).next_chunk()
+    a = _batches.BatchStream(np.int64(10), np.int32(3), "shuffle", np.uint64(7)).next_chunk()
+    b = _batches.BatchStream(10, 3, "shuffle", 7).next_chunk()
     np.testing.assert_array_equal(a, b)
-    big = fg.BatchStream(10, 3, "random", 2**70).next_chunk()  # beyond 64 bits: NumPy's SeedSequence
+    big = _batches.BatchStream(10, 3, "random", 2**70).next_chunk()  # beyond 64 bits: NumPy's SeedSequence
     assert big.shape == (64, 3) and big.min() >= 0 and big.max() < 10
 
 
@@ -368,7 +368,7 @@ def test_minmax():
 
 
 def test_a_kept_net_gives_the_same_run_and_follows_the_live_weights():
-    # fit keeps the compiled step of a small model between calls (training._net_for): a second
+    # fit keeps the compiled step of a small model between calls (_run._net_for): a second
     # fit from the same weights, set in place (the kept Net) or by set_weights (a new one), is
     # the same run, bit for bit
     x, y = plane()

@@ -16,6 +16,7 @@ import pytest
 
 import fastgrad as fg
 from fastgrad import _core, stop
+from fastgrad._batches import BatchStream
 
 PARTS = 2  # what this machine's OpenBLAS uses; the fixture sets it wherever the tests run
 
@@ -195,8 +196,8 @@ def test_rows_gathered_ahead_do_not_outlive_their_run(team_on):
     m = fg.Sequential([fg.Dense(48, "relu"), fg.Dense(3)], seed=6)
     m.build(40)
     w0 = m.get_weights()
-    second = fg.BatchStream(3, 1, "random", 1).next_chunk()[1]  # the batch run 1 draws ahead
-    seed2 = next(s for s in range(2, 100) if np.array_equal(fg.BatchStream(3, 1, "random", s).next_chunk()[0], second))
+    second = BatchStream(3, 1, "random", 1).next_chunk()[1]  # the batch run 1 draws ahead
+    seed2 = next(s for s in range(2, 100) if np.array_equal(BatchStream(3, 1, "random", s).next_chunk()[0], second))
     first = fg.fit(m, x, y, optimizer=fg.SGD(0.02), batch_size=1, seed=1, stop=[stop.LossBelow(1e9)])
     assert first.steps == 1
     x2 = x * 2.0

@@ -21,8 +21,8 @@ REPLAY_STEPS = 200
 def test_e1_exact(dtype):
     ex = wt.e1(dtype)
     r = ex.results["run"]
-    assert ex.facts["weights"] == E1_WEIGHTS
-    assert ex.facts["losses"] == E1_LOSSES
+    assert ex.facts.weights == E1_WEIGHTS
+    assert ex.facts.losses == E1_LOSSES
     assert r.final_loss == E1_FINAL
     assert r.stopped_by == "weight_delta" and r.steps == 4
     assert r.history.weights[0].dtype == np.dtype(dtype)
@@ -32,28 +32,28 @@ def test_e1_exact(dtype):
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_e2_tensorflow_gives_the_same_numbers(tf, dtype):
     ex = wt.e2(dtype)
-    assert ex.facts["tf_weights"] == E1_WEIGHTS
-    assert ex.facts["tf_losses"] == E1_LOSSES
-    assert ex.facts["deviation"]["weights"] == 0.0 and ex.facts["deviation"]["loss"] == 0.0
+    assert ex.facts.tf_weights == E1_WEIGHTS
+    assert ex.facts.tf_losses == E1_LOSSES
+    assert ex.facts.deviation["weights"] == 0.0 and ex.facts.deviation["loss"] == 0.0
 
 
 def test_e3_model_object():
     ex = wt.e3()
-    assert ex.facts["call_3"] == [[6.0]]
-    assert ex.facts["weights"] == E1_WEIGHTS and ex.facts["losses"] == E1_LOSSES
+    assert ex.facts.call_3 == [[6.0]]
+    assert ex.facts.weights == E1_WEIGHTS and ex.facts.losses == E1_LOSSES
 
 
 def test_e4_diverges_with_a_warning():
     ex = wt.e4()
     r = ex.results["run"]
     assert r.stopped_by == "diverged" and r.steps <= 30
-    assert len(ex.facts["warning"]) == 1
-    assert f"diverged at step {r.steps}" in ex.facts["warning"][0]
+    assert len(ex.facts.warning) == 1
+    assert f"diverged at step {r.steps}" in ex.facts.warning[0]
     loss, gnorm = r.history.loss, r.history.grad_norm
     assert not np.isfinite(loss[-1])  # the explosion is in the history
     assert np.all(np.diff(loss[:-1]) > 0) and np.all(np.diff(gnorm) > 0)
     assert gnorm[-1] > 1e6 * gnorm[0]
-    assert r.divergence == ex.facts["warning"][0]
+    assert r.divergence == ex.facts.warning[0]
 
 
 def test_e4_on_divergence_raise():
@@ -68,8 +68,8 @@ def test_e4_on_divergence_raise():
 
 def test_e5_minmax_cures_it():
     ex = wt.e5()
-    assert abs(ex.facts["w"] - 1.0) < 1e-3
-    assert ex.facts["final_loss"] < 1e-3
+    assert abs(ex.facts.w - 1.0) < 1e-3
+    assert ex.facts.final_loss < 1e-3
     assert ex.results["run"].stopped_by == "max_steps"
     assert ex.results["loss_below"].stopped_by == "loss_below"
 
@@ -77,26 +77,26 @@ def test_e5_minmax_cures_it():
 @pytest.mark.parametrize("make", [wt.e6, wt.e7], ids=["E6", "E7"])
 def test_e6_e7_recover_the_plane(make):
     ex = make()
-    k, b = np.array(ex.facts["kernel"]), ex.facts["bias"]
+    k, b = np.array(ex.facts.kernel), ex.facts.bias
     assert np.all(np.abs(k - [3, 2, -7]) <= RECOVERY_TOL)
     assert abs(b - 5) <= RECOVERY_TOL
 
 
 def test_e7_loss_delta_stops_too_early_and_plateau_stops_well():
     f = wt.e7().facts
-    assert f["loss_delta_steps"] < 10 and f["loss_delta_final_loss"] > 1.0
-    assert np.abs(np.array(f["loss_delta_kernel"]) - [3, 2, -7]).max() > 1.0
-    assert f["plateau_final_loss"] < 1e-6
-    assert np.all(np.abs(np.array(f["plateau_kernel"]) - [3, 2, -7]) <= RECOVERY_TOL)
-    assert 0 < f["loss_delta_bad_share"] < 1
+    assert f.loss_delta_steps < 10 and f.loss_delta_final_loss > 1.0
+    assert np.abs(np.array(f.loss_delta_kernel) - [3, 2, -7]).max() > 1.0
+    assert f.plateau_final_loss < 1e-6
+    assert np.all(np.abs(np.array(f.plateau_kernel) - [3, 2, -7]) <= RECOVERY_TOL)
+    assert 0 < f.loss_delta_bad_share < 1
 
 
 def test_e8_learns():
     ex = wt.e8()
     f = ex.facts
-    assert f["first_losses"] / f["final_loss"] > 1e3  # orders of magnitude
-    y = np.array(f["targets"])
-    assert f["max_abs_error"] <= 0.01 * (y.max() - y.min())  # predictions within 1% of the range
+    assert f.first_losses / f.final_loss > 1e3  # orders of magnitude
+    y = np.array(f.targets)
+    assert f.max_abs_error <= 0.01 * (y.max() - y.min())  # predictions within 1% of the range
 
 
 def test_e8_data_is_make_regressions():

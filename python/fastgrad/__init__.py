@@ -7,6 +7,8 @@ and TensorFlow as an optional oracle.
     result = fg.fit(model, x, y, optimizer=fg.SGD(0.1), stop=[fg.stop.LossBelow(1e-4)])
 """
 
+import types
+
 import numpy as _np  # noqa: F401  (loads NumPy's OpenBLAS, which _core then shares)
 
 from . import _blas, _core, ops, stop
@@ -16,15 +18,9 @@ _blas.select()
 from .data import minmax
 from .gradients import value_and_grad
 from .layers import Dense, Sequential
-from .training import (
-    SGD,
-    BatchStream,
-    DivergenceError,
-    DivergenceWarning,
-    FitResult,
-    History,
-    fit,
-)
+from .optimizers import SGD
+from .results import DivergenceError, DivergenceWarning, FitResult, History
+from .training import fit
 
 __all__ = [
     "Dense",
@@ -34,7 +30,6 @@ __all__ = [
     "SGD",
     "FitResult",
     "History",
-    "BatchStream",
     "DivergenceWarning",
     "DivergenceError",
     "minmax",
@@ -45,7 +40,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> types.ModuleType:
     # the oracle imports TensorFlow lazily: importing fastgrad never does
     if name == "oracle":
         import importlib

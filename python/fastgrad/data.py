@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from importlib import resources
-from typing import Tuple
+from typing import TYPE_CHECKING, Tuple
 
 import numpy as np
 
 from ._validation import check_finite
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
 __all__ = ["minmax", "e1_data", "e4_data", "e6_data", "e8_data"]
 
 
-def minmax(a) -> np.ndarray:
+def minmax(a: ArrayLike) -> np.ndarray:
     """``(a - min) / (max - min)`` per column (for a 1-D array, over the whole array).
 
     Returns float64 unless ``a`` is float32.  A constant column has no range to scale by and

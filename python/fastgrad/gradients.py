@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
 
 import numpy as np
 
 from . import _core
-from ._validation import data
-from .layers import check_chain, check_params, layers_of
+from ._validation import check_params, data, human_bytes
+from .layers import Dense, Model, _check_chain, _layers_of
 
-__all__ = ["value_and_grad", "prepare"]
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+
+__all__ = ["value_and_grad"]
 
 
-def prepare(model, x, y, build: bool = True, writeable: bool = False):
+def _prepare(model: Model, x, y, build: bool = True,
+             writeable: bool = False) -> Tuple[List[Dense], np.ndarray, np.ndarray]:
     """Validate ``(x, y)`` for ``model`` and (with ``build``) build it if needed.
 
     ``writeable``: the parameters must be writeable too (fit updates them).
@@ -21,9 +25,9 @@ def prepare(model, x, y, build: bool = True, writeable: bool = False):
     Raises ValueError/TypeError, naming the argument, before anything changes (also for a
     model whose parameters were assigned directly and are not what the kernels take).
     """
-    layers = layers_of(model)
+    layers = _layers_of(model)
     check_params(layers, writeable)  # parameters assigned directly (layer.kernel = ...) are checked here
-    check_chain(layers)
+    _check_chain(layers)
     x, y = data(x, y, layers[0].dtype, outputs=layers[-1].units)
     kernel = layers[0].kernel  # fit's fixed cost: attributes, not the built/input_dim properties
     if kernel is not None and kernel.shape[0] != x.shape[1]:
@@ -33,7 +37,7 @@ def prepare(model, x, y, build: bool = True, writeable: bool = False):
     return layers, x, y
 
 
-def value_and_grad(model, x, y) -> Tuple[float, List[np.ndarray]]:
+def value_and_grad(model: Model, x: ArrayLike, y: ArrayLike) -> Tuple[float, List[np.ndarray]]:
     """MSE of ``model`` on ``(x, y)`` and its gradient for every parameter.
 
     The gradients come in ``model.get_weights()`` order: ``[dk1, db1, dk2, db2, ...]``.
@@ -43,7 +47,17 @@ def value_and_grad(model, x, y) -> Tuple[float, List[np.ndarray]]:
     This is the readable reference: forward through each layer keeping its output, then
     backward from ``dL/dP`` through each layer, last first.
     """
-    layers, x, y = prepare(model, x, y)
+    layers, x, y = _prepare(model, x, y)
+    try:
+        return _value_and_grad(layers, x, y)
+    except MemoryError:
+        widths = sum(layer.units for layer in layers)
+        size = x.shape[0] * (2 * widths + x.shape[1]) * x.itemsize  # activations and their gradients
+        raise MemoryError(f"x: could not allocate the activations and gradients of {x.shape[0]} samples "
+                          f"(about {human_bytes(size)}); pass fewer samples at a time") from None
+
+
+def _value_and_grad(layers: List[Dense], x: np.ndarray, y: np.ndarray) -> Tuple[float, List[np.ndarray]]:
     # forward:  a_0 = x,  a_l = act(a_{l-1} K_l + b_l)
     acts = [x]
     for layer in layers:

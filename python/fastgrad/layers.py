@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
-from typing import List, Optional, Sequence, Union
+import sys
+from typing import TYPE_CHECKING, List, Optional, Sequence, Union
 
 import numpy as np
 
 from . import _core
-from ._validation import as_array, check_finite, nonneg_seed, positive_int
+from ._marks import changing
+from ._validation import as_array, check_finite, check_params, human_bytes, model_input, nonneg_seed, positive_int
 from .ops import activation_code
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["Dense", "Sequential", "Model"]
 
@@ -66,7 +69,7 @@ class Dense:
         self.bias: Optional[np.ndarray] = None
 
     # fit keeps its compiled step here between calls (see training._net_for), and fit,
-    # set_weights and build mark the layer while they change it (see mark below): not part of
+    # set_weights and build mark the layer while they change it (see _marks): not part of
     # the layer's state, so copies and pickles leave them out
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
@@ -93,22 +96,34 @@ class Dense:
     def input_dim(self) -> Optional[int]:
         return None if self.kernel is None else self.kernel.shape[0]
 
-    def build(self, input_dim: int, seed=None) -> "Dense":
+    def build(self, input_dim: int, seed: Union[int, np.random.SeedSequence, None] = None) -> "Dense":
         """Create the parameters for inputs of width ``input_dim``: Glorot-uniform kernel, zero bias.
 
         ``seed`` (an int or a ``np.random.SeedSequence``) overrides the layer's own seed.
         """
         input_dim = positive_int("input_dim", input_dim)
-        with changing([self], "build"):
-            return self._build(input_dim, seed)
+        self._check_size(input_dim)
+        return changing([self], "build", self._build, input_dim, seed)
+
+    def _check_size(self, input_dim: int) -> None:
+        """ValueError when the kernel (input_dim, units) is more than an array can hold (it is
+        drawn in float64, 8 bytes an element)."""
+        elements = input_dim * self.units
+        if elements * 8 > sys.maxsize:
+            raise ValueError(f"units: {self.units} units on {input_dim} inputs make a kernel of {elements:.3g} "
+                             f"elements ({human_bytes(elements * 8)} as drawn in float64), more than an array can hold")
 
     def _build(self, input_dim: int, seed) -> "Dense":
         rng = np.random.default_rng(self.seed if seed is None else seed)
         limit = np.sqrt(6.0 / (input_dim + self.units))
-        self.kernel = np.ascontiguousarray(
-            rng.uniform(-limit, limit, size=(input_dim, self.units)), dtype=self.dtype
-        )
-        self.bias = np.zeros(self.units, dtype=self.dtype) if self.use_bias else None
+        shape = (input_dim, self.units)
+        try:
+            kernel = np.ascontiguousarray(rng.uniform(-limit, limit, size=shape), dtype=self.dtype)
+            bias = np.zeros(self.units, dtype=self.dtype) if self.use_bias else None
+        except MemoryError:
+            raise MemoryError(f"build: could not allocate the kernel {shape} of this Dense({self.units}) layer "
+                              f"({human_bytes(input_dim * self.units * 8)} as drawn in float64)") from None
+        self.kernel, self.bias = kernel, bias
         return self
 
     # -- parameters -----------------------------------------------------------------------
@@ -153,28 +168,28 @@ class Dense:
         An unbuilt layer is built by this call.  Shapes, dtype and finiteness are checked
         first; on error nothing changes.
         """
-        with changing([self], "set_weights"):
-            self._assign(self._checked(list(weights), self.input_dim, ""))
+        weights = _weight_list(weights)
+        changing([self], "set_weights", lambda: self._assign(self._checked(weights, self.input_dim, "")))
 
     def _assign(self, arrays: List[np.ndarray]) -> None:
         self.kernel = arrays[0]
         self.bias = arrays[1] if self.use_bias else None
 
     # -- calling --------------------------------------------------------------------------
-    def __call__(self, x) -> np.ndarray:
-        """``act(x @ kernel + bias)`` for ``x`` of shape (batch, input_dim); a new array."""
+    def __call__(self, x: ArrayLike) -> np.ndarray:
+        """``act(x @ kernel + bias)`` for ``x`` of shape (batch, input_dim); a new array.
+
+        ``x`` is converted to the layer's dtype; complex, string and masked arrays are refused.
+        """
+        x = model_input(x, self.dtype)
         if self.kernel is None:
-            xa = as_array("x", x, self.dtype)
-            if xa.ndim != 2:
-                raise ValueError(f"x: expected a 2-D array (batch, input_dim), got shape {xa.shape}")
-            self.build(xa.shape[1])
-            x = xa
+            self.build(x.shape[1])
+        elif not _aligned_params(self):
+            check_params([self], writeable=False)  # assigned directly: say what is wrong
         try:
             return _core.dense_forward(x, self.kernel, self.bias, self._act, True)
-        except TypeError:
-            # not convertible by the binding (strings, objects, ragged lists): say what was wrong
-            as_array("x", x, self.dtype)
-            raise
+        except MemoryError:
+            raise _output_memory_error(0, self, x.shape[0]) from None
 
     def __repr__(self) -> str:
         shape = "unbuilt" if self.kernel is None else f"{self.input_dim}->{self.units}"
@@ -202,7 +217,7 @@ class Sequential:
         if len(dtypes) > 1:
             raise ValueError(f"layers: expected one dtype for all layers, got {sorted(d.name for d in dtypes)}")
         seed = nonneg_seed("seed", seed)
-        check_chain(layers)
+        _check_chain(layers)
         self.layers: List[Dense] = layers
         self.seed = seed
 
@@ -229,19 +244,30 @@ class Sequential:
             raise ValueError(
                 f"input_dim: this model is built for inputs of width {self.layers[0].input_dim}, got {input_dim}"
             )
-        check_chain(self.layers)
+        _check_chain(self.layers)
         if self.built:
             return self  # nothing to do (and nothing to refuse while another thread trains it)
-        with changing(self.layers, "build"):
-            return self._build(input_dim)
+        width = input_dim
+        for layer in self.layers:  # every size first: a refusal builds no layer
+            if not layer.built:
+                layer._check_size(width)
+            width = layer.units
+        return changing(self.layers, "build", self._build, input_dim)
 
     def _build(self, input_dim: int) -> "Sequential":
         seeds = np.random.SeedSequence(self.seed).spawn(len(self.layers))
         width = input_dim
-        for layer, s in zip(self.layers, seeds):
-            if not layer.built:
-                layer.build(width, seed=s if layer.seed is None else None)
-            width = layer.units
+        built = []
+        try:
+            for layer, s in zip(self.layers, seeds):
+                if not layer.built:
+                    layer.build(width, seed=s if layer.seed is None else None)
+                    built.append(layer)
+                width = layer.units
+        except BaseException:  # (a MemoryError, say) the layers this call built are unbuilt again
+            for layer in built:
+                layer.kernel = layer.bias = None
+            raise
         return self
 
     def get_weights(self) -> List[np.ndarray]:
@@ -257,11 +283,10 @@ class Sequential:
         Every array is checked (count, shape, dtype, finiteness) before any is assigned;
         an unbuilt model is built from the first kernel's shape.
         """
-        with changing(self.layers, "set_weights"):
-            self._set_weights(weights)
+        weights = _weight_list(weights)
+        changing(self.layers, "set_weights", self._set_weights, weights)
 
-    def _set_weights(self, weights: Sequence) -> None:
-        weights = list(weights)
+    def _set_weights(self, weights: List) -> None:
         need = sum(2 if layer.use_bias else 1 for layer in self.layers)
         if len(weights) != need:
             raise ValueError(f"weights: expected {need} arrays (get_weights() order), got {len(weights)}")
@@ -276,17 +301,19 @@ class Sequential:
         for layer, arrs in zip(self.layers, checked):
             layer._assign(arrs)
 
-    def __call__(self, x) -> np.ndarray:
-        """The output of the last layer for ``x`` of shape (batch, input_dim)."""
+    def __call__(self, x: ArrayLike) -> np.ndarray:
+        """The output of the last layer for ``x`` of shape (batch, input_dim); as :meth:`Dense.__call__`."""
+        x = model_input(x, self.dtype)
         if not self.built:
-            xa = as_array("x", x, self.dtype)
-            if xa.ndim != 2:
-                raise ValueError(f"x: expected a 2-D array (batch, input_dim), got shape {xa.shape}")
-            self.build(xa.shape[1])
-            x = xa
-        x = self.layers[0](x)
-        for layer in self.layers[1:]:
-            x = _core.dense_forward(x, layer.kernel, layer.bias, layer._act, False)
+            self.build(x.shape[1])
+        i = 0
+        try:
+            for i, layer in enumerate(self.layers):
+                if not _aligned_params(layer):
+                    check_params(self.layers, writeable=False)  # assigned directly: say what is wrong
+                x = _core.dense_forward(x, layer.kernel, layer.bias, layer._act, i == 0)
+        except MemoryError:
+            raise _output_memory_error(i, self.layers[i], x.shape[0]) from None
         return x
 
     def __repr__(self) -> str:
@@ -297,67 +324,28 @@ class Sequential:
 Model = Union[Dense, Sequential]
 
 
-def fits(a, shape: tuple, dtype: np.dtype, writeable: bool = True) -> bool:
-    """Whether ``a`` is a C-contiguous array of ``shape`` and ``dtype`` (writeable, when asked):
-    what the kernels read (and training writes into)."""
-    if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != dtype:
-        return False
-    flags = a.flags
-    return flags.c_contiguous and (flags.writeable or not writeable)
-
-
-# ---- who is changing a layer ---------------------------------------------------------------
-# fit marks the layers it trains for the whole run, and set_weights and build mark them for their
-# own call: layer.__dict__["_fit_owner"] = (token, thread), set in one step under the GIL.  Another
-# thread's mark refuses the call (two threads changing one model's arrays would mix their
-# changes).  The thread that holds a mark may call set_weights and build (fit's callbacks do), but
-# not fit.  The mark of a thread that has ended (in a fork's child, say) is taken over.  Copies
-# and pickles leave marks out (Dense.__getstate__).
-_TAKE_OVER = threading.Lock()
-
-
-def mark(layers: Sequence[Dense], owner: tuple, what: str, same_thread_ok: bool) -> None:
-    """Mark ``layers`` for ``owner`` (a token, the current thread); RuntimeError naming ``what``
-    when another holds one.  The caller unmarks in a ``finally``, whatever happened (a refusal
-    leaves the marks it made until then)."""
-    ordered = layers if len(layers) < 2 else sorted(set(layers), key=id)  # one order: no two refuse each other
-    for layer in ordered:
-        while True:
-            held = layer.__dict__.setdefault("_fit_owner", owner)
-            if held is owner or same_thread_ok and held[1] is owner[1]:
-                break
-            if not held[1].is_alive():
-                with _TAKE_OVER:  # one taker; a second sees the first's mark
-                    if layer.__dict__.get("_fit_owner") is held:
-                        layer.__dict__["_fit_owner"] = owner
-                        break
-                continue  # the mark changed meanwhile: look again
-            if held[1] is owner[1]:
-                raise RuntimeError(f"{what}: the fit this callback or rule runs in is training this model; "
-                                   "train a copy instead (copy.deepcopy(model))")
-            raise RuntimeError(f"{what}: another thread is training or changing this model (fit, set_weights "
-                               "or build); use one model from one thread at a time, or give each thread a copy")
-
-
-def unmark(layers: Sequence[Dense], owner: tuple) -> None:
-    """Take ``owner``'s marks off the layers (another's stay)."""
-    for layer in layers:
-        if layer.__dict__.get("_fit_owner") is owner:
-            del layer.__dict__["_fit_owner"]
-
-
-@contextmanager
-def changing(layers: Sequence[Dense], what: str):
-    """Hold marks on ``layers`` while the block changes them (set_weights, build)."""
-    owner = (object(), threading.current_thread())
+def _weight_list(weights) -> list:
     try:
-        mark(layers, owner, what, same_thread_ok=True)
-        yield
-    finally:
-        unmark(layers, owner)
+        return list(weights)
+    except TypeError:
+        raise TypeError(f"weights: expected a list of arrays (get_weights() order), "
+                        f"got {type(weights).__name__}") from None
 
 
-def check_chain(layers: Sequence[Dense]) -> None:
+def _aligned_params(layer: Dense) -> bool:
+    """Whether a built layer's parameters are arrays at aligned addresses (the kernels take them
+    through typed pointers; the binding checks dtype, order and shape)."""
+    k, b = layer.kernel, layer.bias
+    return type(k) is np.ndarray and k.flags.aligned and (b is None or type(b) is np.ndarray and b.flags.aligned)
+
+
+def _output_memory_error(i: int, layer: Dense, rows: int) -> MemoryError:
+    size = human_bytes(rows * layer.units * layer.dtype.itemsize)
+    return MemoryError(f"x: could not allocate the output of layer {i}, ({rows}, {layer.units}) "
+                       f"{layer.dtype.name}: {size}; call the model on fewer rows at a time")
+
+
+def _check_chain(layers: Sequence[Dense]) -> None:
     """ValueError if a built layer's input width is not the previous layer's units."""
     for i in range(1, len(layers)):
         layer, units = layers[i], layers[i - 1].units
@@ -367,52 +355,7 @@ def check_chain(layers: Sequence[Dense]) -> None:
             )
 
 
-def check_params(layers: Sequence[Dense], writeable: bool = True) -> None:
-    """The parameters of built layers are what the kernels take (they may have been assigned
-    directly, as ``layer.kernel = ...``), and writeable when training is to update them:
-    TypeError naming the first that is not."""
-    for i, layer in enumerate(layers):
-        k, b = layer.kernel, layer.bias
-        if k is None:
-            continue
-        # the common case in a few attribute reads (fit's fixed cost): then the full check
-        if (type(k) is np.ndarray and k.ndim == 2 and (k.flags.writeable or not writeable) and k.flags.c_contiguous
-                and k.dtype is layer.dtype and k.shape[1] == layer.units
-                and (b is None if not layer.use_bias else type(b) is np.ndarray and (b.flags.writeable or not writeable)
-                     and b.flags.c_contiguous and b.dtype is layer.dtype and b.shape == (layer.units,))):
-            continue
-        _check_layer_params(i, layer, len(layers), writeable)
-
-
-def _check_layer_params(i: int, layer: Dense, count: int, writeable: bool) -> None:
-    where = "" if count == 1 else f"layers[{i}]."
-    k = layer.kernel
-    rows = k.shape[0] if isinstance(k, np.ndarray) and k.ndim == 2 else "input_dim"
-    checks = [("kernel", k, (rows, layer.units))]
-    if layer.use_bias or layer.bias is not None:
-        checks.append(("bias", layer.bias, (layer.units,)))
-    for name, a, shape in checks:
-        if not fits(a, shape, layer.dtype, writeable) or not layer.use_bias and name == "bias":
-            raise TypeError(f"{where}{name}: expected {_expected(layer, name, shape, writeable)}, "
-                            f"got {_described(a)}; set_weights converts")
-
-
-def _expected(layer: Dense, name: str, shape: tuple, writeable: bool) -> str:
-    if name == "bias" and not layer.use_bias:
-        return "None (the layer has use_bias=False)"
-    shown = "(" + ", ".join(str(d) for d in shape) + ("," if len(shape) == 1 else "") + ")"
-    return f"a {'writeable ' if writeable else ''}C-contiguous {layer.dtype.name} array of shape {shown}"
-
-
-def _described(a) -> str:
-    if not isinstance(a, np.ndarray):
-        return type(a).__name__
-    flags = ("" if a.flags.writeable else "read-only ") + ("" if a.flags.c_contiguous else
-                                                             "Fortran-order " if a.flags.f_contiguous else "non-contiguous ")
-    return f"a {flags}{a.dtype} array of shape {a.shape}"
-
-
-def layers_of(model) -> List[Dense]:
+def _layers_of(model) -> List[Dense]:
     """The Dense layers of a Dense or Sequential; TypeError for anything else."""
     if isinstance(model, Sequential):
         return model.layers

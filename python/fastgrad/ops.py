@@ -17,11 +17,15 @@ every floating input is float32 (or when there is no floating input) and in floa
 from __future__ import annotations
 
 import numbers
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import numpy as np
 
 from . import _core
+from ._validation import aligned, is_masked
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 __all__ = ["dense_forward", "dense_backward", "mse", "mse_grad", "sgd_update", "ACTIVATIONS"]
 
@@ -52,6 +56,8 @@ def _common_dtype(*arrays) -> np.dtype:
 def _coerce(name: str, a, dtype=None) -> np.ndarray:
     if a is None:
         raise TypeError(f"{name}: expected a numeric array, got None")
+    if is_masked(a):
+        raise TypeError(f"{name}: expected a plain array, got a masked array (its mask would be ignored)")
     try:
         arr = np.asarray(a) if dtype is None else np.asarray(a, dtype=dtype, order="C")
     except (TypeError, ValueError) as e:
@@ -66,16 +72,18 @@ def _prepare(optional: Tuple[str, ...] = (), **named) -> Tuple[np.ndarray, ...]:
     vals = tuple(named.values())
     first = next((v for v in vals if v is not None), None)
     if isinstance(first, np.ndarray) and first.dtype in _FLOATS and all(
-        (type(v) is np.ndarray and v.dtype == first.dtype and v.flags.c_contiguous) or (v is None and k in optional)
+        (type(v) is np.ndarray and v.dtype == first.dtype and v.flags.c_contiguous and v.flags.aligned)
+        or (v is None and k in optional)
         for k, v in named.items()
     ):
         return vals  # already what the kernels take: no conversion, no copy
     raw = {k: (None if v is None and k in optional else _coerce(k, v)) for k, v in named.items()}
     dtype = _common_dtype(*raw.values())
-    return tuple(None if v is None else np.asarray(v, dtype=dtype, order="C") for v in raw.values())
+    return tuple(None if v is None else aligned(np.asarray(v, dtype=dtype, order="C")) for v in raw.values())
 
 
-def dense_forward(x, kernel, bias=None, activation: str = "linear") -> np.ndarray:
+def dense_forward(x: ArrayLike, kernel: ArrayLike, bias: Optional[ArrayLike] = None,
+                  activation: str = "linear") -> np.ndarray:
     """``act(x @ kernel + bias)``; ``bias=None`` means no bias.  Returns a new (N, O) array."""
     act = activation_code(activation)
     x, kernel, bias = _prepare(("bias",), x=x, kernel=kernel, bias=bias)
@@ -83,7 +91,8 @@ def dense_forward(x, kernel, bias=None, activation: str = "linear") -> np.ndarra
 
 
 def dense_backward(
-    dy, x, kernel, y, activation: str = "linear", use_bias: bool = True, need_dx: bool = True
+    dy: ArrayLike, x: ArrayLike, kernel: ArrayLike, y: ArrayLike, activation: str = "linear",
+    use_bias: bool = True, need_dx: bool = True,
 ) -> Tuple[Optional[np.ndarray], np.ndarray, Optional[np.ndarray]]:
     """Gradients of a Dense layer given ``dy = dL/dy`` and the forward output ``y``.
 
@@ -98,19 +107,19 @@ def dense_backward(
     return _core.dense_backward(dy, x, kernel, y, bool(use_bias), act, bool(need_dx))
 
 
-def mse(pred, target) -> float:
+def mse(pred: ArrayLike, target: ArrayLike) -> float:
     """Mean squared error over every element: ``sum((pred - target)**2) / pred.size``."""
     pred, target = _prepare(pred=pred, target=target)
     return _core.mse(pred, target)
 
 
-def mse_grad(pred, target) -> np.ndarray:
+def mse_grad(pred: ArrayLike, target: ArrayLike) -> np.ndarray:
     """Gradient of :func:`mse` with respect to ``pred``: ``2 * (pred - target) / pred.size``."""
     pred, target = _prepare(pred=pred, target=target)
     return _core.mse_grad(pred, target)
 
 
-def sgd_update(w: np.ndarray, g, learning_rate: float) -> float:
+def sgd_update(w: np.ndarray, g: ArrayLike, learning_rate: float) -> float:
     """In place: ``w -= learning_rate * g``.  Returns ``max |w_new - w_old|``.
 
     ``w`` must be a writeable, C-contiguous float32 or float64 array (it is updated, never
@@ -122,6 +131,9 @@ def sgd_update(w: np.ndarray, g, learning_rate: float) -> float:
         raise TypeError("w: expected a float32 or float64 NumPy array (updated in place)")
     if not w.flags.c_contiguous or not w.flags.writeable:
         raise ValueError("w: expected a writeable C-contiguous array (updated in place)")
+    if not w.flags.aligned:  # updated in place, so it cannot be copied to an aligned address
+        raise ValueError("w: expected an aligned array (updated in place); this one starts at an address "
+                         f"that is not a multiple of {w.itemsize}: use an aligned copy, w.copy()")
     if isinstance(learning_rate, bool) or not isinstance(learning_rate, numbers.Real):
         raise TypeError(f"learning_rate: expected a real number, got {learning_rate!r}")
     try:
@@ -129,6 +141,6 @@ def sgd_update(w: np.ndarray, g, learning_rate: float) -> float:
     except OverflowError:
         raise ValueError(f"learning_rate: expected a number a float can hold, got {learning_rate!r}") from None
     g = np.asarray(_coerce("g", g), dtype=w.dtype, order="C")
-    if np.may_share_memory(w, g):  # the kernel reads g while it writes w: a g that overlaps w is copied
-        g = g.copy()
+    if np.may_share_memory(w, g) or not g.flags.aligned:  # the kernel reads g while it writes w: a g
+        g = g.copy()  # that overlaps w is copied (and one at an odd address, for the typed pointer)
     return _core.sgd_update(w, g, lr)

@@ -7,11 +7,15 @@ never by ``import fastgrad``.
 from __future__ import annotations
 
 import os
+import re
+import sys
+import tempfile
+import threading
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .gradients import prepare
+from .gradients import _prepare
 
 __all__ = ["value_and_grad", "replay", "available"]
 
@@ -28,12 +32,69 @@ def available() -> bool:
 
 
 def _tf():
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """TensorFlow, imported on first use without its start-up log lines."""
     try:
+        if "tensorflow" not in sys.modules:
+            with _IMPORT_LOCK:  # one import at a time: each swaps the process's stderr
+                if "tensorflow" not in sys.modules:
+                    _import_quietly()
         import tensorflow as tf
     except ImportError as e:
         raise ImportError(f"fastgrad.oracle needs TensorFlow, which is not installed: {_INSTALL}") from e
     return tf
+
+
+_IMPORT_LOCK = threading.Lock()
+# Lines TensorFlow's C++ side writes to stderr while it is imported, before its logging reads
+# TF_CPP_MIN_LOG_LEVEL: absl's banner and INFO/WARNING lines such as oneDNN's notice.  In
+# ``fastgrad demo`` they would land in the middle of E1 (the import runs in a background thread).
+_ABSL_BANNER = "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR"
+_ABSL_LINE = re.compile(r"^([IWEF])\d{4} \d\d:\d\d:\d\d")
+_ABSL_LEVELS = {"I": 0, "W": 1, "E": 2, "F": 3}
+
+
+def _import_quietly() -> None:
+    """Import TensorFlow with TF_CPP_MIN_LOG_LEVEL at 2 unless set, and drop the C++ log lines
+    it writes meanwhile below that level.  The process's stderr goes to a temporary file during
+    the import; what else was written there is passed on once the import ends."""
+    level_text = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    level = int(level_text) if level_text.strip().isdigit() else 0
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr to take over
+        import tensorflow  # noqa: F401
+
+        return
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: nothing blocks however much is written
+        _flush_stderr()
+        os.dup2(log.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+            log.seek(0)
+            kept = [line for line in log.read().decode("utf-8", "replace").splitlines(keepends=True)
+                    if not _below(line, level)]
+            if kept and sys.stderr is not None:
+                sys.stderr.write("".join(kept))
+                _flush_stderr()
+
+
+def _below(line: str, level: int) -> bool:
+    """Whether ``line`` is a TensorFlow C++ log line below TF_CPP_MIN_LOG_LEVEL ``level``."""
+    if line.rstrip("\n") == _ABSL_BANNER:
+        return level >= 1
+    m = _ABSL_LINE.match(line)
+    return bool(m) and _ABSL_LEVELS[m.group(1)] < level
+
+
+def _flush_stderr() -> None:
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError, AttributeError):  # closed, or replaced by an object without flush
+        pass
 
 
 def _loss(tf, spec, variables, x, y):
@@ -61,7 +122,7 @@ def value_and_grad(model, x, y) -> Tuple[float, List[np.ndarray]]:
     The same contract as :func:`fastgrad.value_and_grad`: ``(loss, [dk1, db1, ...])``.
     """
     tf = _tf()
-    layers, x, y = prepare(model, x, y)
+    layers, x, y = _prepare(model, x, y)
     weights = [w for layer in layers for w in layer._params()]
     variables = [tf.Variable(w) for w in weights]
     with tf.GradientTape() as tape:
@@ -79,7 +140,7 @@ def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None)
     records TF's loss and gradient norm at every step and its weights after every step
     (``weights[p]`` has ``steps + 1`` rows; row 0 is the start).
     """
-    from .training import FitResult, History
+    from .results import FitResult, History
 
     if not isinstance(result, FitResult):
         raise TypeError(f"result: expected the FitResult returned by fastgrad.fit, got {type(result).__name__}")

@@ -3,8 +3,9 @@
 After every step ``fit`` asks each rule whether to stop; the first that answers True names
 the reason (``result.stopped_by``).  A rule sees a :class:`StepState`.
 
-A custom rule is any callable ``rule(state) -> bool``; its ``name`` attribute (or, for a
-function, its ``__name__``) becomes ``stopped_by``.  A rule with state of its own may define
+A custom rule is any callable ``rule(state) -> bool`` (a Python or NumPy bool: any other answer,
+such as ``"no"`` or NaN, which would read as true, is a TypeError naming the rule); its ``name``
+attribute (or, for a function, its ``__name__``) becomes ``stopped_by``.  A rule with state of its own may define
 ``reset()``, which ``fit`` calls before the first step.  Custom rules run in the Python loop.
 
 Note on the walkthrough: its E4–E6 loops test ``tf.abs(L_t, L_{t-1}) <= margin``, which
@@ -16,7 +17,7 @@ TensorFlow reads as ``|L_t| <= margin`` (the second argument is the op's *name*)
 from __future__ import annotations
 
 import math
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from ._validation import nonneg_float, positive_int
 
@@ -26,7 +27,7 @@ __all__ = ["StepState", "Rule", "WeightDelta", "LossDelta", "LossBelow", "Platea
 MAX_COUNT = 2**62
 
 
-def count(name: str, v) -> int:
+def count(name: str, v: int) -> int:
     """A positive int of at most MAX_COUNT (a step count or a patience)."""
     if type(v) is int and 0 < v <= MAX_COUNT:
         return v  # the common case in one test (fit checks its rules on every call)
@@ -170,7 +171,7 @@ class MaxSteps(Rule):
         return f"MaxSteps({self.n!r})"
 
 
-def rule_name(rule) -> str:
+def rule_name(rule: Callable[[StepState], bool]) -> str:
     """The name ``stopped_by`` reports for ``rule``."""
     name = getattr(rule, "name", None)
     if isinstance(name, str):

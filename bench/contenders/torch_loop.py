@@ -1,0 +1,89 @@
+"""PyTorch: eager ``nn.Linear`` layers with ``torch.optim.SGD``."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from contenders.base import Contender, Runner, segment_bounds
+from workloads import Workload
+
+
+class TorchRunner(Runner):
+    """``nn.Linear`` layers (weights transposed from Keras layout), ``F.mse_loss``,
+    ``torch.optim.SGD``; ``loss.item()`` recorded every step."""
+
+    segmentable = True
+
+    def __init__(self, torch, w: Workload) -> None:
+        self.torch, self.w = torch, w
+        mods = []
+        self.linears = []
+        for units, act, use_bias in w.layers:
+            lin = torch.nn.Linear(1, units, bias=use_bias)  # shapes are replaced in reset()
+            self.linears.append(lin)
+            mods.append(lin)
+            if act == "relu":
+                mods.append(torch.nn.ReLU())
+        self.model = torch.nn.Sequential(*mods)
+        self.X, self.Y = torch.from_numpy(w.x), torch.from_numpy(w.y)
+        self.B = None if w.batches is None else torch.from_numpy(w.batches)
+        self.reset()
+
+    def reset(self):
+        torch = self.torch
+        i = 0
+        with torch.no_grad():
+            for lin, (_, _, use_bias) in zip(self.linears, self.w.layers):
+                lin.weight = torch.nn.Parameter(torch.from_numpy(np.ascontiguousarray(self.w.init[i].T)).clone())
+                i += 1
+                if use_bias:
+                    lin.bias = torch.nn.Parameter(torch.from_numpy(self.w.init[i]).clone())
+                    i += 1
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=self.w.lr)
+
+    def run(self, steps, segments=1):
+        torch = self.torch
+        F = torch.nn.functional
+        model, opt, X, Y, B = self.model, self.opt, self.X, self.Y, self.B
+        losses = []
+        stamps = []
+        for a, b in segment_bounds(steps, segments):
+            for t in range(a, b):
+                if B is None:
+                    xb, yb = X, Y
+                else:
+                    idx = B[t]
+                    xb, yb = X[idx], Y[idx]
+                opt.zero_grad()
+                loss = F.mse_loss(model(xb), yb)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+            if segments > 1:
+                stamps.append(time.perf_counter())
+        return np.asarray(losses), stamps
+
+    def weights(self):
+        out = []
+        for lin, (_, _, use_bias) in zip(self.linears, self.w.layers):
+            out.append(lin.weight.detach().numpy().T.copy())
+            if use_bias:
+                out.append(lin.bias.detach().numpy().copy())
+        return out
+
+
+class Torch(Contender):
+    name, key = "PyTorch eager + optim.SGD", "torch"
+
+    def available(self):
+        try:
+            import torch
+        except ImportError:
+            return False, "PyTorch is not installed (pip install torch)"
+        self.torch = torch
+        return True, f"{torch.__version__}, {torch.get_num_threads()} threads"
+
+    def prepare(self, w):
+        return TorchRunner(self.torch, w)
