@@ -52,7 +52,9 @@ int main() {
                 if (which == 0) {  // Net::run: the tiny loop where it applies (at most 4 inputs)
                     fg::Net<float> net({view}, c.rows, !c.full);
                     fg::Records<float> rec;
-                    net.run(x.data(), y.data(), sp, 0.01f, rules, 0, never, rec);
+                    fg::RunSpec<float> spec;
+                    spec.rules = rules;
+                    net.run(x.data(), y.data(), sp, 0.01f, spec, never, [](std::size_t) { return true; }, rec);
                 } else {  // the fused one-output step, or the generic step, in run_loop
                     std::vector<fg::DenseView<float>> layers{view};
                     fg::NetScratch<float> s;

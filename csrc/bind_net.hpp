@@ -140,24 +140,61 @@ class PyNet {
         return py::make_tuple(r.loss, r.grad_norm, r.weight_delta, r.bad_grad, r.bad_weight);
     }
 
+    // The validation loss at the current weights (what both loops record): the MSE on (x, y).
+    double validate(const py::array& xa, const py::array& ya) {
+        const Arr<T> x = exact<T>(xa, "x");
+        const Arr<T> y = exact<T>(ya, "y");
+        check_xy(x, y, 1);
+        const std::size_t n = std::size_t(x.shape(0));
+        const T* xp = x.data();
+        const T* yp = y.data();
+        try {
+            fg::RunGuard guard;
+            py::gil_scoped_release nogil;
+            return net_->validate(xp, yp, n);
+        } catch (const std::bad_alloc&) {
+            out_of_memory("could not allocate the scratch to validate on " + std::to_string(n) + " rows");
+        }
+    }
+
     // A whole run of the native loop, the GIL released: the rules (kind, tol, n) in the order they
-    // are tested, one of them MaxSteps; `draw` is None (the full batch), a seed (an int below
-    // 2**64: the sampler of that seed) or a Sampler.  Returns (steps, stop, bad_grad, bad_weight,
-    // loss (steps,), grad_norm (steps,), batches (steps, rows) or None, [weight rows (recorded,
-    // *shape) per parameter] or None, their steps (recorded,) or None); stop as fg::ChunkResult's.
-    // A run that runs out of memory for its records raises MemoryError (the weights have changed:
-    // fastgrad.fit puts them back).
+    // are tested, val_rules[j] true where rule j monitors the validation loss; one MaxSteps rule
+    // unless `batches` ((steps, rows) int64 indices) is given.  `draw` is None (the full batch, or
+    // the explicit batches), a seed (an int below 2**64: the sampler of that seed) or a Sampler.
+    // validation: None or (x_val, y_val), validated before training, after every val_every-th
+    // step and after the last; restore_best: end on the weights of the best monitored value (the
+    // validation loss when best_on_val, else the batch loss); progress(steps) is called between
+    // chunks of about progress_every steps.  Returns (steps, stop, bad_grad, bad_weight, loss
+    // (steps,), grad_norm (steps,), batches (steps, rows) or None, [weight rows (recorded, *shape)
+    // per parameter] or None, their steps (recorded,) or None, val_loss or None, val_steps or None,
+    // best_step (-1: none)); stop as fg::ChunkResult's.  A run that runs out of memory for its
+    // records raises MemoryError (the weights have changed: fastgrad.fit puts them back).
     py::tuple fit_run(const py::array& xa, const py::array& ya, py::handle draw, bool shuffle, double lr,
                       const std::vector<std::tuple<int, double, long long>>& rules, std::size_t every,
-                      bool catch_sigint) {
+                      bool catch_sigint, const std::vector<bool>& val_rules, py::handle batches_h,
+                      py::handle validation, std::size_t val_every, bool restore_best, bool best_on_val,
+                      py::handle progress_fn, std::size_t progress_every) {
         const Arr<T> x = exact<T>(xa, "x");
         const Arr<T> y = exact<T>(ya, "y");
         check_xy(x, y, 1);
         if (every > kMaxEvery) fail("every: expected at most 2**62 steps, got " + std::to_string(every));
         const std::size_t n = std::size_t(x.shape(0)), rows = net_->rows();
+        fg::RunSpec<T> spec;
+        spec.every = every;
         std::unique_ptr<fg::Sampler> own;
         fg::Sampler* sampler = nullptr;
-        if (!draw.is_none()) {
+        if (!batches_h.is_none()) {  // checked and used from our own copy, as step's idx
+            if (!net_->gather()) fail("batches: this Net was built for the full batch");
+            if (!draw.is_none()) fail("draw: expected None with explicit batches");
+            const auto b = exact_idx(batches_h, "batches");
+            if (b.ndim() != 2 || std::size_t(b.shape(1)) != rows)
+                fail("batches: expected shape (steps, " + std::to_string(rows) + "), got " + shape_str(b));
+            batches_.assign(b.data(), b.data() + b.size());
+            for (std::int64_t i : batches_)
+                if (i < 0 || std::size_t(i) >= n) fail("batches: index " + std::to_string(i) + " out of range");
+            spec.batches = batches_.data();
+            spec.batch_steps = std::size_t(b.shape(0));
+        } else if (!draw.is_none()) {
             if (!net_->gather()) fail("draw: this Net was built for the full batch");
             if (py::isinstance<fg::Sampler>(draw)) {
                 sampler = draw.cast<fg::Sampler*>();
@@ -170,17 +207,46 @@ class PyNet {
                 sampler = own.get();
             }
         } else {
-            if (net_->gather()) fail("draw: this Net draws batches; pass a seed or a sampler");
+            if (net_->gather()) fail("draw: this Net draws batches; pass a seed, a sampler or the batches");
             if (n != rows) fail("x: expected " + std::to_string(rows) + " rows");
         }
-        std::vector<fg::Rule> native;
+        if (!val_rules.empty() && val_rules.size() != rules.size()) fail("val_rules: expected one entry per rule");
         bool capped = false;
-        for (const auto& [kind, tol, count] : rules) {
+        for (std::size_t j = 0; j < rules.size(); ++j) {
+            const auto& [kind, tol, count] = rules[j];
             if (kind < 0 || kind > 4) fail("rules: unknown rule kind " + std::to_string(kind));
-            native.push_back(fg::Rule{static_cast<fg::RuleKind>(kind), tol, count});
+            fg::Rule rule{static_cast<fg::RuleKind>(kind), tol, count};
+            rule.on_val = !val_rules.empty() && val_rules[j];
+            spec.rules.push_back(rule);
             capped |= kind == int(fg::RuleKind::max_steps);
         }
-        if (!capped) fail("rules: expected a MaxSteps rule");
+        if (!capped && !spec.batches) fail("rules: expected a MaxSteps rule");
+        std::optional<Arr<T>> vx, vy;
+        if (!validation.is_none()) {
+            const auto pair = validation.cast<py::tuple>();
+            if (pair.size() != 2) fail("validation: expected (x_val, y_val)");
+            vx = exact<T>(pair[0], "x_val");
+            vy = exact<T>(pair[1], "y_val");
+            check_xy(*vx, *vy, 1);
+            spec.vx = vx->data();
+            spec.vy = vy->data();
+            spec.vn = std::size_t(vx->shape(0));
+            spec.val_every = std::max<std::size_t>(1, val_every);
+        }
+        spec.restore_best = restore_best;
+        spec.best_on_val = best_on_val;
+        spec.progress_every = progress_fn.is_none() ? 0 : std::max<std::size_t>(1, progress_every);
+        std::optional<py::error_already_set> progress_error;
+        auto progress = [&](std::size_t steps) {
+            py::gil_scoped_acquire gil;
+            try {
+                progress_fn(steps);
+                return true;
+            } catch (py::error_already_set& e) {
+                progress_error.emplace(std::move(e));
+                return false;
+            }
+        };
         fg::Records<T> rec;
         fg::ChunkResult r;
         const T* xp = x.data();
@@ -190,16 +256,17 @@ class PyNet {
             auto poll = [&sigint]() { return sigint.hit(); };
             fg::RunGuard guard;
             py::gil_scoped_release nogil;
-            r = net_->run(xp, yp, sampler, T(lr), std::move(native), every, poll, rec);
+            r = net_->run(xp, yp, sampler, T(lr), std::move(spec), poll, progress, rec);
             if (r.stop == -3) sigint.reported();
         }
+        if (progress_error) throw *progress_error;
         if (r.stop == -4)
             out_of_memory("could not allocate " + (rec.failed_bytes ? mib(double(rec.failed_bytes)) : std::string("memory")) +
                           " for the records of a run after step " + std::to_string(rec.steps) +
                           " (record_weights less often, or stop the run sooner)");
-        const std::size_t done = rec.steps, recorded = rec.recorded;
-        py::object batches = py::none(), wlist = py::none(), wsteps = py::none();
-        if (sampler) batches = to_numpy(rec.batches, {py::ssize_t(done), py::ssize_t(rows)}, done * rows, "batches");
+        const std::size_t done = rec.steps, recorded = rec.recorded, evaluated = rec.evaluated;
+        py::object batches = py::none(), wlist = py::none(), wsteps = py::none(), vloss = py::none(), vsteps = py::none();
+        if (net_->gather()) batches = to_numpy(rec.batches, {py::ssize_t(done), py::ssize_t(rows)}, done * rows, "batches");
         if (every) {
             py::list wl;
             for (std::size_t p = 0; p < params_.size(); ++p) {
@@ -210,9 +277,14 @@ class PyNet {
             wlist = wl;
             wsteps = to_numpy(rec.weight_steps, {py::ssize_t(recorded)}, recorded, "weight steps");
         }
+        if (vx) {
+            vloss = to_numpy(rec.val_loss, {py::ssize_t(evaluated)}, evaluated, "validation losses");
+            vsteps = to_numpy(rec.val_steps, {py::ssize_t(evaluated)}, evaluated, "validation steps");
+        }
         return py::make_tuple(done, r.stop, r.bad_grad, r.bad_weight,
                               to_numpy(rec.loss, {py::ssize_t(done)}, done, "losses"),
-                              to_numpy(rec.norm, {py::ssize_t(done)}, done, "gradient norms"), batches, wlist, wsteps);
+                              to_numpy(rec.norm, {py::ssize_t(done)}, done, "gradient norms"), batches, wlist, wsteps,
+                              vloss, vsteps, rec.best_step);
     }
 
   private:
@@ -224,10 +296,11 @@ class PyNet {
         return a;
     }
 
-    static py::array_t<std::int64_t> exact_idx(py::handle h) {
+    static py::array_t<std::int64_t> exact_idx(py::handle h, const char* name = "idx") {
+        if (!py::isinstance<py::array>(h)) throw py::type_error(std::string(name) + ": expected an int64 array");
         const auto a = py::reinterpret_borrow<py::array>(h);
         if (!py::isinstance<py::array_t<std::int64_t>>(a) || !(a.flags() & py::array::c_style) || !aligned(a))
-            throw py::type_error("idx: expected an aligned C-contiguous int64 array");
+            throw py::type_error(std::string(name) + ": expected an aligned C-contiguous int64 array");
         return py::reinterpret_borrow<py::array_t<std::int64_t>>(a);
     }
 
@@ -242,7 +315,7 @@ class PyNet {
 
     std::vector<Arr<T>> params_;  // keeps the live arrays alive while net_ holds their pointers
     std::unique_ptr<fg::Net<T>> net_;
-    std::vector<std::int64_t> idx_;
+    std::vector<std::int64_t> idx_, batches_;
 };
 
 }  // namespace fgpy

@@ -1,9 +1,11 @@
 // The native training loop, read from its entry point down:
 //
-//   Net::run            a whole run: chunks of steps, the records grown between chunks, Ctrl-C polls
+//   Net::run            a whole run: chunks of steps, the records grown between chunks, Ctrl-C
+//                       polls and progress calls, validation before and after, restore-best
 //   -> net_run          one chunk: the register-resident loop (fast_tiny.hpp) for the smallest
-//                       models, else run_loop over net_step
-//   -> run_loop         step, record, divergence check, stopping rules (rules.hpp), poll
+//                       models (nothing to do between steps but record), else run_loop over net_step
+//   -> run_loop         step, record, divergence check, validate, keep the best weights, the
+//                       stopping rules (rules.hpp), poll
 //   -> net_step         which step: the fused one-output step (fast_one_output.hpp) for one
 //                       Dense layer with one output, the team (fast_team.hpp) for large layers,
 //                       else the generic serial_step (step.hpp): forward, loss, backward, update
@@ -19,6 +21,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <new>
 #include <type_traits>
@@ -59,17 +62,100 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
     return serial_step(s, layers, x, y, idx, rows, lr);
 }
 
+// What a run recorded: per-step losses and gradient norms, the batches used, the weights every
+// `every` steps, the validation losses and the steps they followed; grown chunk by chunk in
+// RecordMemory.
+template <class T>
+struct Records {
+    Grow<double> loss, norm, val_loss;
+    Grow<std::int64_t> batches;
+    std::vector<std::unique_ptr<Grow<T>>> weights;  // one per parameter
+    Grow<long long> weight_steps, val_steps;
+    std::size_t steps = 0, recorded = 0, evaluated = 0;
+    long long best_step = -1;      // restore-best: the step after which the kept weights were taken
+    std::size_t failed_bytes = 0;  // stop -4: the size of the buffer that could not be had (0: unknown)
+};
+
+// The MSE of the current weights on n rows of (x, y): the validation loss both loops record.  A
+// large set goes to the team, each part a block of rows under BlasOneThread: OpenBLAS's own
+// threads would spin on after the product and slow the team's next steps (W6 validated once an
+// epoch ran 2.2x slower that way).  The parts' sums are added in part order, so both loops,
+// which read the same settings, get the same bits.
+template <class T>
+double validation_loss(NetScratch<T>& vs, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
+                       std::size_t n, const TeamConfig& team) {
+    const std::size_t in0 = layers.front().in, outl = layers.back().out;
+    if (!team_applies(layers, n, team)) {
+        const T* p = net_forward(vs, layers, x, n);
+        return double(mse_forward(p, y, n * outl));
+    }
+    const std::size_t parts = std::min(team.parts, kMaxParts);
+    double part_sq[kMaxParts] = {};
+    BlasOneThread one_thread;
+    auto phase = [&](std::size_t, std::size_t p) noexcept {
+        const std::size_t r0 = part_begin(n, p, parts), r1 = part_begin(n, p + 1, parts);
+        if (r1 == r0) return;
+        const T* a = x + r0 * in0;
+        for (std::size_t l = 0; l < layers.size(); ++l) {
+            const auto& L = layers[l];
+            layer_forward(vs.acts[l].data() + r0 * L.out, a, L.k, L.b, r1 - r0, L.in, L.out, L.act);
+            a = vs.acts[l].data() + r0 * L.out;
+        }
+        part_sq[p] = mse_sum<T>(nullptr, a, y + r0 * outl, (r1 - r0) * outl, T(0));
+    };
+    run_phases(parts, 1, phase);
+    double sq = 0.0;
+    for (std::size_t p = 0; p < parts; ++p) sq += part_sq[p];
+    return double(T(sq / double(n * outl)));
+}
+
+// The validation set and restore-best, for run_loop: the MSE on (vx, vy) after every `every`-th
+// step, and a copy of the weights at the best monitored value (the validation loss when on_val,
+// else the step's batch loss; the weights after that step, as Keras keeps an epoch's).
+template <class T>
+struct RunExtras {
+    const T* vx = nullptr;
+    const T* vy = nullptr;
+    std::size_t vn = 0, every = 0;
+    NetScratch<T>* vs = nullptr;
+    TeamConfig team;
+    Records<T>* rec = nullptr;
+    bool keep_best = false, best_on_val = false;
+    double best = INFINITY;
+    std::vector<std::vector<T>> best_w;
+
+    bool validates() const { return vx != nullptr; }
+    // The validation loss at the current weights, recorded as following step `step`.
+    double validate(const std::vector<DenseView<T>>& layers, long long step) {
+        const double v = validation_loss(*vs, layers, vx, vy, vn, team);
+        rec->val_loss.data()[rec->evaluated] = v;
+        rec->val_steps.data()[rec->evaluated++] = step;
+        return v;
+    }
+    void offer(const std::vector<DenseView<T>>& layers, double value, long long step) {
+        if (!(value < best)) return;  // NaN never is
+        best = value;
+        rec->best_step = step;
+        std::size_t p = 0;
+        for (const auto& L : layers) {
+            best_w[p++].assign(L.k, L.k + L.in * L.out);
+            if (L.b) best_w[p++].assign(L.b, L.b + L.out);
+        }
+    }
+};
+
 // Runs up to `nsteps` steps.  idx: (nsteps, rows) batch indices, or null for the full batch;
-// with a sampler, each step first draws its batch into row i of idx (which records it).
-// loss_out, gnorm_out: nsteps each.  With every > 0, the parameters after each step t with
-// t % every == 0 are copied to row `recorded` of wrec[p] (capacity nsteps / every + 1 rows) and
-// t to wsteps[recorded].  poll() is called every poll_every steps; true means stop (Ctrl-C).
+// with a sampler, each step first draws its batch into row i of idx (which records it); without
+// one, idx holds the batches already.  loss_out, gnorm_out: nsteps each.  With every > 0, the
+// parameters after each step t with t % every == 0 are copied to row `recorded` of wrec[p]
+// (capacity nsteps / every + 1 rows) and t to wsteps[recorded].  ex: validation and restore-best,
+// or null.  poll() is called every poll_every steps; true means stop (Ctrl-C).
 // The loop itself, for a step function chosen once per run (so that it inlines).
 template <class T, class Step, class Poll>
 ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::int64_t* idx, Sampler* sampler,
                      std::size_t nsteps, std::size_t rows, std::vector<Rule>& rules, LoopState& st,
                      double* loss_out, double* gnorm_out, std::size_t every, T* const* wrec, long long* wsteps,
-                     std::size_t poll_every, Poll& poll, bool ahead = false) {
+                     std::size_t poll_every, Poll& poll, bool ahead = false, RunExtras<T>* ex = nullptr) {
     ChunkResult out;
     std::size_t until_poll = poll_every;
     for (std::size_t i = 0; i < nsteps; ++i) {
@@ -106,11 +192,23 @@ ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::
             out.bad_weight = r.bad_weight;
             return out;
         }
-        for (std::size_t j = 0; j < rules.size(); ++j)
-            if (rule_fires(rules[j], st, r.loss, r.weight_delta)) {
+        bool validated = false;
+        double v = 0.0;
+        if (ex) {
+            if (ex->validates() && std::size_t(st.step) % ex->every == 0) {
+                v = ex->validate(layers, st.step);
+                validated = true;
+            }
+            if (ex->keep_best && (!ex->best_on_val || validated)) ex->offer(layers, ex->best_on_val ? v : r.loss, st.step);
+        }
+        for (std::size_t j = 0; j < rules.size(); ++j) {
+            const bool fires = rules[j].on_val ? validated && val_rule_fires(rules[j], v)
+                                               : rule_fires(rules[j], st, r.loss, r.weight_delta);
+            if (fires) {
                 out.stop = int(j);
                 return out;
             }
+        }
         st.prev_loss = r.loss;
         st.has_prev = true;
         if (poll_every && --until_poll == 0) {
@@ -124,14 +222,17 @@ ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::
     return out;
 }
 
-// One chunk of up to nsteps steps (run_loop's arguments).
+// One chunk of up to nsteps steps (run_loop's arguments).  The register-resident loop runs only
+// when nothing but records happens between steps (no validation, no restore-best) and it draws
+// the batches itself (not explicit ones).
 template <class T, class Poll>
 ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
                     std::int64_t* idx, Sampler* sampler, std::size_t nsteps, std::size_t rows, T lr,
                     const TeamConfig& team, std::vector<Rule>& rules, LoopState& st, double* loss_out,
                     double* gnorm_out, std::size_t every, T* const* wrec, long long* wsteps, std::size_t poll_every,
-                    Poll& poll) {
-    if (one_output_applies(layers, rows)) {
+                    Poll& poll, RunExtras<T>* ex = nullptr) {
+    const bool explicit_batches = idx && !sampler;
+    if (!ex && !explicit_batches && one_output_applies(layers, rows)) {
         const DenseView<T>& L = layers[0];
         switch (L.in) {
 #define FG_TINY(IN)                                                                                          \
@@ -151,21 +252,23 @@ ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
     };
     const bool ahead = sampler && idx && team_applies(layers, rows, team) && rows <= team.rows_split;
     const ChunkResult out = run_loop<T>(step, layers, idx, sampler, nsteps, rows, rules, st, loss_out, gnorm_out,
-                                        every, wrec, wsteps, poll_every, poll, ahead);
+                                        every, wrec, wsteps, poll_every, poll, ahead, ex);
     s.next_valid = false;  // a batch gathered ahead is used only by the run that drew it
     return out;
 }
 
-// What a run recorded: per-step losses and gradient norms, the batches drawn, and the weights
-// every `every` steps; grown chunk by chunk in RecordMemory.
+// What a run does besides the steps (Net::run's options).
 template <class T>
-struct Records {
-    Grow<double> loss, norm;
-    Grow<std::int64_t> batches;
-    std::vector<std::unique_ptr<Grow<T>>> weights;  // one per parameter
-    Grow<long long> weight_steps;
-    std::size_t steps = 0, recorded = 0;
-    std::size_t failed_bytes = 0;  // stop -4: the size of the buffer that could not be had (0: unknown)
+struct RunSpec {
+    std::vector<Rule> rules;  // tested in order; a max_steps rule is needed unless batches are given
+    std::size_t every = 0;    // record the weights every `every` steps (0: never; at most 2**62)
+    const std::int64_t* batches = nullptr;  // explicit batches, (batch_steps, rows), checked, or null
+    std::size_t batch_steps = 0;
+    const T* vx = nullptr;  // validation data, (vn, inputs) and (vn, outputs), or null
+    const T* vy = nullptr;
+    std::size_t vn = 0, val_every = 0;
+    bool restore_best = false, best_on_val = false;
+    std::size_t progress_every = 0;  // steps between progress calls (0: none)
 };
 
 // A Dense stack as the loops train it: views of the live parameters (owned by the caller), the
@@ -216,50 +319,82 @@ class Net {
         return net_step(scratch_, layers_, x, y, idx, rows_, lr, TeamConfig::current());
     }
 
-    // A whole run over n samples: the rules tested in order, one of them MaxSteps (the caller
-    // checked); sampler: the batch draws, or null for the full batch.  Weights recorded every
-    // `every` steps (0: none; at most 2**62).  Returns the last chunk's result: stop as
-    // ChunkResult's; rec holds everything recorded.
-    template <class Poll>
-    ChunkResult run(const T* x, const T* y, Sampler* sampler, T lr, std::vector<Rule> rules, std::size_t every,
-                    Poll& poll, Records<T>& rec) {
-        rules_ = std::move(rules);
+    // The MSE of the current weights on n rows of (x, y): the validation loss both loops record.
+    // Throws std::bad_alloc if the scratch for n rows cannot be had.
+    double validate(const T* x, const T* y, std::size_t n) {
+        if (val_scratch_.rows != n) val_scratch_.resize(layers_, n, false);
+        return validation_loss(val_scratch_, layers_, x, y, n, TeamConfig::current());
+    }
+
+    // A whole run over the data: returns the last chunk's result (stop as ChunkResult's); rec
+    // holds everything recorded.  sampler: the batch draws, or null (the full batch, or
+    // spec.batches).  progress(steps done) is called between chunks when spec.progress_every is
+    // set; false from it stops the run (-6).
+    template <class Poll, class Progress>
+    ChunkResult run(const T* x, const T* y, Sampler* sampler, T lr, RunSpec<T> spec, Poll& poll, Progress&& progress,
+                    Records<T>& rec) {
+        rules_ = std::move(spec.rules);
         state_ = LoopState{};
         const RulePlan plan = plan_rules(rules_);
-        const std::size_t limit = std::size_t(plan.limit);
+        std::size_t limit = plan.limit_rule >= 0 ? std::size_t(plan.limit) : SIZE_MAX;
+        if (spec.batches) limit = std::min(limit, spec.batch_steps);
         const TeamConfig team = TeamConfig::current();  // read once: every step of the run alike
         // poll for Ctrl-C about every millisecond of work
         std::size_t work = 0;
         for (const auto& L : layers_) work += L.in * L.out;
         work *= rows_;
         const std::size_t poll_every = std::max<std::size_t>(1, std::size_t(1e6) / std::max<std::size_t>(work, 1));
-        // chunks of at most 65536 steps and 2**20 batch indices: the records grow chunk by chunk
-        const std::size_t chunk = std::max<std::size_t>(1, std::min<std::size_t>(1 << 16, (1 << 20) / rows_));
+        // chunks of at most 65536 steps and 2**20 batch indices: the records grow chunk by chunk;
+        // with a progress bar, chunks of about 50 ms of work at most, so the bar moves
+        std::size_t chunk = std::max<std::size_t>(1, std::min<std::size_t>(1 << 16, (1 << 20) / rows_));
+        if (spec.progress_every) chunk = std::max<std::size_t>(1, std::min(chunk, spec.progress_every));
         const std::size_t np = params();
         rec.weights.clear();
         for (std::size_t p = 0; p < np; ++p) rec.weights.push_back(std::make_unique<Grow<T>>());
+        RunExtras<T> ex;
+        const bool extras = spec.vx || spec.restore_best;
+        if (spec.vx) {
+            ex.vx = spec.vx;
+            ex.vy = spec.vy;
+            ex.vn = spec.vn;
+            ex.every = std::max<std::size_t>(1, spec.val_every);
+            if (val_scratch_.rows != spec.vn) val_scratch_.resize(layers_, spec.vn, false);
+            ex.vs = &val_scratch_;
+            ex.team = team;
+        }
+        ex.rec = &rec;
+        ex.keep_best = spec.restore_best;
+        ex.best_on_val = spec.restore_best && spec.best_on_val && spec.vx;
+        if (ex.keep_best) ex.best_w.resize(np);
         std::vector<T*> wp(np);
         ChunkResult r;
+        if (spec.vx) {  // the validation loss before training: step 0
+            if (!reserve_val(rec, 2)) return oom();
+            ex.validate(layers_, 0);
+        }
         while (true) {
             const std::size_t done = rec.steps;
-            const std::size_t nsteps = std::max<std::size_t>(1, std::min(chunk, limit > done ? limit - done : 1));
-            if (!reserve(rec, done + nsteps, nsteps, every)) {
+            if (done >= limit) {  // only explicit batches end this way: a MaxSteps rule fires first
                 r = ChunkResult{};
-                r.stop = -4;
+                r.stop = -5;
                 break;
             }
-            for (std::size_t p = 0; p < np && every; ++p)
+            const std::size_t nsteps = std::min(chunk, limit - done);
+            if (!reserve(rec, done + nsteps, nsteps, spec.every) ||
+                (spec.vx && !reserve_val(rec, nsteps / ex.every + 2)))
+                return oom();
+            std::int64_t* idx = gather_ ? rec.batches.data() + done * rows_ : nullptr;
+            if (spec.batches) std::memcpy(idx, spec.batches + done * rows_, nsteps * rows_ * sizeof(std::int64_t));
+            for (std::size_t p = 0; p < np && spec.every; ++p)
                 wp[p] = rec.weights[p]->data() + rec.recorded * param_size(p);
             try {
-                r = net_run(scratch_, layers_, x, y, sampler ? rec.batches.data() + done * rows_ : nullptr, sampler,
-                            nsteps, rows_, lr, team, rules_, state_, rec.loss.data() + done, rec.norm.data() + done,
-                            every, wp.data(), every ? rec.weight_steps.data() + rec.recorded : nullptr, poll_every,
-                            poll);
-            } catch (const std::bad_alloc&) {  // the team's buffers for a step ahead: before that step
-                r = ChunkResult{};
-                r.stop = -4;
+                r = net_run(scratch_, layers_, x, y, idx, sampler, nsteps, rows_, lr, team, rules_, state_,
+                            rec.loss.data() + done, rec.norm.data() + done, spec.every, wp.data(),
+                            spec.every ? rec.weight_steps.data() + rec.recorded : nullptr, poll_every, poll,
+                            extras ? &ex : nullptr);
+            } catch (const std::bad_alloc&) {  // the team's buffers for a step ahead, or the best weights
                 rec.failed_bytes = 0;
-                break;
+                return oom();
             }
             rec.steps += r.steps;
             rec.recorded += r.recorded;
@@ -268,11 +403,33 @@ class Net {
                 r.stop = -3;
                 break;
             }
+            if (spec.progress_every && !progress(rec.steps)) {
+                r.stop = -6;
+                break;
+            }
+        }
+        if (r.stop == -6) return r;
+        // the validation loss after the last step too, and the best weights back
+        if (spec.vx && (rec.evaluated == 0 || rec.val_steps.data()[rec.evaluated - 1] != (long long)rec.steps))
+            ex.validate(layers_, static_cast<long long>(rec.steps));
+        if (ex.keep_best && rec.best_step >= 0) {
+            std::size_t p = 0;
+            for (const auto& L : layers_) {
+                std::copy(ex.best_w[p].begin(), ex.best_w[p].end(), L.k);
+                ++p;
+                if (L.b) std::copy(ex.best_w[p].begin(), ex.best_w[p].end(), L.b), ++p;
+            }
         }
         return r;
     }
 
   private:
+    static ChunkResult oom() {
+        ChunkResult r;
+        r.stop = -4;
+        return r;
+    }
+
     // Room in every record for `total` steps (this chunk's nsteps among them).
     bool reserve(Records<T>& rec, std::size_t total, std::size_t nsteps, std::size_t every) {
         auto need = [&rec](auto& g, std::size_t count, std::size_t size) {
@@ -288,10 +445,17 @@ class Net {
             if (!need(*rec.weights[p], cap * param_size(p), sizeof(T))) return false;
         return need(rec.weight_steps, cap, sizeof(long long));
     }
+    // Room for `more` validation losses (the one after the last step among them).
+    bool reserve_val(Records<T>& rec, std::size_t more) {
+        const std::size_t cap = rec.evaluated + more + 1;
+        if (rec.val_loss.reserve(cap) && rec.val_steps.reserve(cap)) return true;
+        rec.failed_bytes = cap * (sizeof(double) + sizeof(long long));
+        return false;
+    }
 
     std::vector<DenseView<T>> layers_;
     std::vector<std::vector<T>> dk_, db_;
-    NetScratch<T> scratch_;
+    NetScratch<T> scratch_, val_scratch_;
     std::vector<Rule> rules_;
     LoopState state_;
     std::size_t rows_;

@@ -1,5 +1,6 @@
 // The built-in stopping rules as the native loop tests them: in list order after every step, with
-// the same comparisons (of doubles) as fastgrad/stop.py's rules in the Python loop.
+// the same comparisons (of doubles) as fastgrad/stop.py's rules in the Python loop.  A rule that
+// monitors the validation loss (on_val) is tested only after a step that validated, on that loss.
 #pragma once
 
 #include <climits>
@@ -14,9 +15,12 @@ enum class RuleKind : int { weight_delta = 0, loss_delta = 1, loss_below = 2, pl
 struct Rule {
     RuleKind kind;
     double tol;
-    long long n;  // patience (plateau) or the step count (max_steps)
+    long long n;  // patience (plateau; counted in the monitored value's tests) or the step count
+    bool on_val = false;  // monitors the validation loss
     double best = INFINITY;
     long long wait = 0;
+    double prev = 0.0;  // the previous validation loss (loss_delta on_val)
+    bool has_prev = false;
 };
 
 struct LoopState {
@@ -26,7 +30,7 @@ struct LoopState {
 };
 
 // stop: -1 still running, -2 diverged, -3 interrupted, -4 out of memory for the records,
-// >= 0 the index of the rule that fired
+// -5 the explicit batches ran out, -6 the progress callback failed, >= 0 the rule that fired
 struct ChunkResult {
     std::size_t steps = 0;
     int stop = -1;
@@ -35,18 +39,37 @@ struct ChunkResult {
     std::size_t recorded = 0;
 };
 
+// Plateau: no improvement of the best value by more than tol for n tests in a row.
+inline bool plateau_fires(Rule& r, double value) {
+    if (value < r.best - r.tol) {
+        r.best = value;
+        r.wait = 0;
+        return false;
+    }
+    return ++r.wait >= r.n;
+}
+
+// A rule that monitors the validation loss, after a step that validated (v: that loss).
+inline bool val_rule_fires(Rule& r, double v) {
+    switch (r.kind) {
+        case RuleKind::loss_delta: {
+            const bool fires = r.has_prev && std::fabs(v - r.prev) <= r.tol;
+            r.prev = v;
+            r.has_prev = true;
+            return fires;
+        }
+        case RuleKind::loss_below: return v <= r.tol;
+        case RuleKind::plateau: return plateau_fires(r, v);
+        default: return false;
+    }
+}
+
 inline bool rule_fires(Rule& r, const LoopState& st, double loss, double weight_delta) {
     switch (r.kind) {
         case RuleKind::weight_delta: return weight_delta <= r.tol;
         case RuleKind::loss_delta: return st.has_prev && std::fabs(loss - st.prev_loss) <= r.tol;
         case RuleKind::loss_below: return loss <= r.tol;
-        case RuleKind::plateau:
-            if (loss < r.best - r.tol) {
-                r.best = loss;
-                r.wait = 0;
-                return false;
-            }
-            return ++r.wait >= r.n;
+        case RuleKind::plateau: return plateau_fires(r, loss);
         case RuleKind::max_steps: return st.step >= r.n;
     }
     return false;

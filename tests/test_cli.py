@@ -1,4 +1,5 @@
-"""The ``fastgrad`` command: ``demo``, ``train`` and ``check``, each run as a user runs it.
+"""The ``fastgrad`` command: ``demo``, ``train`` and ``check``, each run as a user runs it
+(``predict`` and ``train``'s validation have files of their own).
 
 Every command runs in a subprocess (``python -m fastgrad ...``).  Runs that must not see an
 optional library (TensorFlow, matplotlib, tqdm) go through the same ``__main__`` with the
@@ -27,6 +28,7 @@ import pytest
 
 import fastgrad as fg
 from fastgrad import cli, plotting, walkthrough
+from fastgrad import io as fgio
 from fastgrad.cli import common as cli_common
 from fastgrad.cli import train as cli_train
 from fastgrad.data import e6_data
@@ -117,7 +119,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, command: str, *need
 # ---- help --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [[], ["demo"], ["train"], ["check"]])
+@pytest.mark.parametrize("command", [[], ["demo"], ["train"], ["predict"], ["check"]])
 def test_help(command):
     proc = run_cli(*command, "--help")
     assert proc.returncode == 0, proc.stderr
@@ -128,7 +130,7 @@ def test_help(command):
 def test_no_command_prints_help():
     proc = run_cli()
     assert proc.returncode == 0
-    for command in ("demo", "train", "check"):
+    for command in ("demo", "train", "predict", "check"):
         assert command in proc.stdout
 
 
@@ -350,10 +352,11 @@ def test_train_on_e6_data_recovers_the_weights(tmp_path):
     assert s["stopped by"].split()[0] == "max_steps"
     assert float(s["final loss"].split()[0]) < TRAIN_E6_LOSS
     assert s["time"].endswith("loop)")
-    saved = np.load(tmp_path / "w.npz")
-    got = list(saved["layer0_kernel"].ravel()) + list(saved["layer0_bias"])
+    saved = fgio.load(tmp_path / "w.npz")  # a model file the API reads, with the command's column names
+    got = list(saved.layers[0].kernel.ravel()) + list(saved.layers[0].bias)
     assert np.allclose(got, E6_TRUTH, rtol=0, atol=RECOVERY_TOL)
-    assert list(saved["features"]) == ["x1", "x2", "x3"] and str(saved["target"]) == "y"
+    extra = fgio.read_extra(tmp_path / "w.npz")
+    assert extra["features"] == ["x1", "x2", "x3"] and extra["targets"] == ["y"] and extra["normalize"] == "none"
     with open(tmp_path / "h.csv", newline="") as fh:
         rows = list(csv.reader(fh))
     assert rows[0] == ["step", "loss", "grad_norm"] and len(rows) == 1001
@@ -375,7 +378,10 @@ def test_train_two_layers_with_scaling_and_rules(tmp_path):
     s = summary(proc.stdout)
     assert s["stopped by"].split()[0] in ("plateau", "max_steps")
     assert "Plateau(1e-07, patience=300), MaxSteps(3000)" in s["stopped by"]
-    assert float(s["final loss"].split()[0]) < 1e-3  # scaled units: y in [0, 1]
+    # in y's units: 1e-3 in the scaled units, where y spans [0, 1], is 1e-3 * span**2
+    span = np.ptp(e6_data()[1])
+    assert float(s["final loss"].split()[0]) < 1e-3 * span**2
+    assert "in the units of 'y'" in s["final loss"]
     assert "min-max scaled" in proc.stdout and "Dense(10, relu) -> Dense(1)" in proc.stdout
     assert snapshot(data) == before
 
@@ -393,7 +399,7 @@ def test_train_progress_bar_on_a_terminal(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "stderr", term)
     assert cli.main(["train", str(data), "--target", "y", "--stop", "max-steps=500"]) == 0
     assert "/500" in term.getvalue()  # tqdm drew the bar
-    assert "python loop" in capsys.readouterr().out  # the bar's callback runs in the Python loop
+    assert "native loop" in capsys.readouterr().out  # fit feeds the bar between the native loop's chunks
     term2 = Terminal()
     monkeypatch.setattr(sys, "stderr", term2)
     assert cli.main(["train", str(data), "--target", "y", "--stop", "max-steps=500", "--no-progress"]) == 0
@@ -591,7 +597,7 @@ def test_train_into_a_closed_pipe_writes_its_files(tmp_path):
                                 *options, cwd=tmp_path)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(files + ["e6.csv"])
-    assert len(np.load(tmp_path / "w.npz")["layer0_kernel"]) == 3
+    assert fgio.load(tmp_path / "w.npz").input_dim == 3
     assert len((tmp_path / "h.csv").read_text().splitlines()) == 51  # the header and 50 steps
 
 
@@ -635,7 +641,7 @@ def test_train_output_that_cannot_be_written(tmp_path, option):
         if other != option:
             assert (tmp_path / name).stat().st_size > 0
             assert name in proc.stdout
-    assert len([label for label in ("weights", "history", "figure") if label in reported]) == len(names) - 1
+    assert len([label for label in ("model", "history", "figure") if label in reported]) == len(names) - 1
 
 
 @needs_mpl
@@ -729,7 +735,7 @@ def test_parse_stop_reports_the_rules_own_errors(monkeypatch):
 def test_train_help_says_which_loop_runs():
     text = " ".join(run_cli("train", "--help").stdout.split())
     assert "--no-progress no progress bar" in text
-    assert "Python loop" in text and "native (C++) loop" in text
+    assert "either way the native (C++) loop runs" in text and "Python loop" not in text
     assert "L2 norm" in text  # what --plot draws
 
 

@@ -74,6 +74,21 @@ def test_train_output_path_too_long_is_a_usage_error(tmp_path, kind, option, suf
 
 
 @pytest.mark.parametrize("kind", list(LONG_NAMES))
+def test_predict_out_path_too_long_is_a_usage_error(tmp_path, monkeypatch, capsys, kind):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.csv").write_bytes(GOOD_CSV)
+    assert cli.main(["train", "d.csv", "--target", "y", "--stop", "max-steps=3", "--no-progress",
+                     "--save", "m.npz"]) == 0
+    capsys.readouterr()
+    assert cli.main(["predict", "m.npz", "d.csv", "--out", LONG_NAMES[kind] + ".csv"]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastgrad predict: error: --out: "), captured.err
+    assert "too long" in lines[0] and len(lines[0]) < 400 and captured.out == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.csv", "m.npz"]
+
+
+@pytest.mark.parametrize("kind", list(LONG_NAMES))
 def test_train_data_path_too_long_is_a_usage_error(tmp_path, kind):
     proc = run_cli("train", LONG_NAMES[kind] + ".csv", "--target", "y", cwd=tmp_path)
     assert_one_line_error(proc, "train", "too long")

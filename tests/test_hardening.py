@@ -117,9 +117,13 @@ def strict_core(monkeypatch):
                 check("Net.step", args)
                 return self._net.step(*args)
 
-            def fit_run(self, *args):
-                check("Net.fit_run", args)
-                return self._net.fit_run(*args)
+            def fit_run(self, *args, **kw):
+                check("Net.fit_run", (args, tuple(kw.get("validation") or ())))
+                return self._net.fit_run(*args, **kw)
+
+            def validate(self, *args):
+                check("Net.validate", args)
+                return self._net.validate(*args)
 
         monkeypatch.setattr(_core, name, Checked)
 
@@ -259,8 +263,8 @@ class _FailingNet:
             raise MemoryError("std::bad_alloc")
         return out
 
-    def fit_run(self, *args):
-        self._net.fit_run(*args)
+    def fit_run(self, *args, **kw):
+        self._net.fit_run(*args, **kw)
         raise MemoryError("std::bad_alloc")
 
 

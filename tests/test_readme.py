@@ -51,13 +51,36 @@ def section(title: str) -> str:
 
 
 def run_tour(with_oracle: bool = False) -> dict:
-    """Every python block of the README in order, in one namespace (the oracle's only if asked)."""
+    """Every python block of the README in order, in one namespace (the oracle's only if asked),
+    in a temporary directory (the tour saves a model file)."""
+    import os
+    import tempfile
+
     ns: dict = {}
-    for block in python_blocks():
-        if "fg.oracle." in block and not with_oracle:
-            continue
-        exec(compile(block, "README.md", "exec"), ns)
+    cwd = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)
+        try:
+            for block in python_blocks():
+                if "fg.oracle." in block and not with_oracle:
+                    continue
+                exec(compile(block, "README.md", "exec"), ns)
+            ns["loaded_predictions"] = ns["fg"].load("model.npz").predict(ns["x_val"])
+        finally:
+            os.chdir(cwd)
     return ns
+
+
+def test_the_judge_and_keep_tour_does_what_it_says():
+    ns = run_tour()
+    r, model = ns["judged"], ns["net"]
+    h = r.history
+    assert h.val_steps[0] == 0 and h.val_steps[-1] == r.steps and len(h.val_loss) >= 3
+    assert r.stopped_by in ("plateau", "max_epochs") and r.best_step is not None
+    assert h.val_loss[list(h.val_steps).index(r.best_step)] == h.val_loss[1:].min()
+    scores = ns["fg"].evaluate(model, ns["x_val"], ns["y_val"])
+    assert scores["r2"] > 0.99, "the comment says r2: 0.99..."
+    assert ns["loaded_predictions"].tobytes() == model.predict(ns["x_val"]).tobytes()
 
 
 def test_the_commands_ci_runs_are_the_readmes():

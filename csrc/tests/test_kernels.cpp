@@ -436,8 +436,9 @@ void tiny_case(std::mt19937_64& rng) {
     fg::Net<T> net({fg::DenseView<T>{k.data(), bias ? b.data() : nullptr, nullptr, nullptr, in, 1, act}}, rows, mode != 0);
     fg::Records<T> rec;
     auto poll = [] { return false; };
-    net.run(x.data(), y.data(), mode ? &s1 : nullptr, T(0.05),
-            {fg::Rule{fg::RuleKind::max_steps, 0.0, static_cast<long long>(steps)}}, 0, poll, rec);
+    fg::RunSpec<T> spec;
+    spec.rules = {fg::Rule{fg::RuleKind::max_steps, 0.0, static_cast<long long>(steps)}};
+    net.run(x.data(), y.data(), mode ? &s1 : nullptr, T(0.05), spec, poll, [](std::size_t) { return true; }, rec);
     std::vector<fg::DenseView<T>> layers{
         {k2.data(), bias ? b2.data() : nullptr, dk.data(), bias ? db.data() : nullptr, in, 1, act}};
     fg::NetScratch<T> sc;

@@ -17,7 +17,9 @@ from ._core import __version__
 _blas.select()
 from .data import minmax
 from .gradients import value_and_grad
+from .io import load
 from .layers import Dense, Sequential
+from .metrics import evaluate
 from .optimizers import SGD
 from .results import DivergenceError, DivergenceWarning, FitResult, History
 from .training import fit
@@ -33,6 +35,8 @@ __all__ = [
     "DivergenceWarning",
     "DivergenceError",
     "minmax",
+    "evaluate",
+    "load",
     "ops",
     "stop",
     "oracle",

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import _signal
 import threading
+from dataclasses import dataclass
 from math import isfinite
-from typing import List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 
@@ -30,23 +31,49 @@ _SIGINT = int(_signal.SIGINT)
 _DEFAULT_SIGINT = _signal.default_int_handler
 _BOOL = np.bool_
 
-# kinds understood by the native loop (csrc RuleKind); exact types only, so that a subclass with
-# its own __call__ runs in the Python loop
-NATIVE_KINDS = {_stop.WeightDelta: 0, _stop.LossDelta: 1, _stop.LossBelow: 2, _stop.Plateau: 3, _stop.MaxSteps: 4}
+# kinds understood by the native loop (csrc/rules.hpp RuleKind); exact types only, so that a
+# subclass with its own __call__ runs in the Python loop.  MaxEpochs runs as MaxSteps.
+NATIVE_KINDS = {_stop.WeightDelta: 0, _stop.LossDelta: 1, _stop.LossBelow: 2, _stop.Plateau: 3, _stop.MaxSteps: 4,
+                _stop.MaxEpochs: 4}
+BATCHES_EXHAUSTED = "batches_exhausted"  # stopped_by when explicit batches ran out
 
 
-def native_rules(rules) -> Optional[List[Tuple[int, float, int]]]:
-    """The rules as (kind, tol, n) for the native loop, or None if one is not built in."""
-    out = []
+@dataclass
+class RunPlan:
+    """What a run does besides its steps, as fit decided it."""
+
+    lr: float
+    batch_size: Optional[int]
+    sampling: str
+    seed: int
+    every: int  # record the weights every `every` steps (0: never)
+    max_rows: int  # the most weight rows the run can record
+    epoch_steps: int  # ceil(samples / batch): what MaxEpochs and the default validate_every count
+    batches: Optional[np.ndarray] = None  # explicit batches, (steps, batch) int64, checked
+    validation: Optional[Tuple[np.ndarray, np.ndarray]] = None
+    validate_every: int = 0
+    restore_best: bool = False
+    best_on_val: bool = False
+    progress: Any = None  # a tqdm bar, or None
+    progress_every: int = 0
+
+
+def native_rules(rules, epoch_steps: int = 1) -> Optional[Tuple[List[Tuple[int, float, int]], List[bool]]]:
+    """The rules as (kind, tol, n) for the native loop, with whether each monitors the validation
+    loss; None if one is not built in."""
+    out, on_val = [], []
     for r in rules:
         kind = NATIVE_KINDS.get(type(r))
         if kind is None:
             return None
-        if kind == 4:
+        if type(r) is _stop.MaxEpochs:
+            out.append((4, 0.0, min(r.n * epoch_steps, _stop.MAX_COUNT)))
+        elif kind == 4:
             out.append((4, 0.0, r.n))
         else:
             out.append((kind, r.tol, r.patience if kind == 3 else 0))
-    return out
+        on_val.append(getattr(r, "monitor", "loss") == "val_loss")
+    return out, on_val
 
 
 class RuleReturnError(TypeError):
@@ -164,6 +191,8 @@ class Records:
         self.max_rows = max_rows
         self.blocks: List[Tuple[List[np.ndarray], np.ndarray]] = []  # full blocks: (rows per parameter, steps)
         self.rows = 0  # rows recorded in all
+        self.val_loss: List[float] = []
+        self.val_steps: List[int] = []
         if every:
             self._row_bytes = sum(p.nbytes for p in params) + 8
             self._new_block(max(1, min(max_rows, self.FIRST_ROWS_BYTES // self._row_bytes)))
@@ -198,6 +227,9 @@ class Records:
         if batch_size is not None:
             batches = np.concatenate(self.chunks)[:steps].copy() if self.chunks else np.empty((0, batch_size), np.int64)
         h = History(loss=loss, grad_norm=norm, batches=batches)
+        if self.val_steps:
+            h.val_loss = np.array(self.val_loss, dtype=np.float64)
+            h.val_steps = np.array(self.val_steps, dtype=np.int64)
         if self.every:
             if self.cur_steps[self.cur_n - 1] != steps:  # the final weights are always recorded
                 self.add_row(steps)
@@ -208,19 +240,53 @@ class Records:
         return h
 
 
-def python_loop(net, x, y, stream, lr, rules, callbacks, rec: Records, names, model) -> Tuple[Optional[str], Optional[str]]:
-    """The reference loop, one compiled step per iteration.  Returns (stopped_by, divergence)."""
+class _Best:
+    """Restore-best in the Python loop: copies of the weights at the best monitored value (the
+    native loop's RunExtras::offer, in the same order of comparisons)."""
+
+    def __init__(self, params: List[np.ndarray]) -> None:
+        self.params = params
+        self.value = float("inf")
+        self.step = -1
+        self.weights: List[np.ndarray] = []
+
+    def offer(self, value: float, step: int) -> None:
+        if value < self.value:  # NaN never is
+            self.value = value
+            self.step = step
+            self.weights = [p.copy() for p in self.params]
+
+    def restore(self) -> None:
+        for p, w in zip(self.params, self.weights):
+            np.copyto(p, w)
+
+
+def python_loop(net, x, y, stream, rules, callbacks, rec: Records, names, model,
+                plan: RunPlan) -> Tuple[Optional[str], Optional[str], int]:
+    """The reference loop, one compiled step per iteration.  Returns (stopped_by, divergence,
+    best_step)."""
     losses: List[float] = []
     norms: List[float] = []
     chunk, ci = None, 0
     prev_loss = None
     stopped_by, divergence = None, None
     step_fn = net.step
+    lr = plan.lr
     every = rec.every
     flush_at = rec.FLUSH_STEPS
     t = 0
     StepState = _stop.StepState
     slots = param_slots(_layers_of(model), rec.params)
+    batches = plan.batches
+    if batches is not None:
+        rec.chunks.append(batches)
+    validation, val_every = plan.validation, plan.validate_every
+    best = _Best(rec.params) if plan.restore_best else None
+    best_on_val = plan.best_on_val
+    bar, bar_every = plan.progress, plan.progress_every
+    if validation is not None:  # the validation loss before training: step 0
+        rec.val_loss.append(net.validate(*validation))
+        rec.val_steps.append(0)
     try:
         with SigintFlag() as sigint:
             while True:
@@ -228,8 +294,10 @@ def python_loop(net, x, y, stream, lr, rules, callbacks, rec: Records, names, mo
                     stopped_by = "interrupted"
                     sigint.reported = True
                     break
-                # 1. draw the batch
-                if stream is None:
+                # 1. draw the batch (or take the next of the explicit ones)
+                if batches is not None:
+                    idx = batches[t]
+                elif stream is None:
                     idx = None
                 else:
                     if chunk is None or ci == len(chunk):
@@ -250,12 +318,19 @@ def python_loop(net, x, y, stream, lr, rules, callbacks, rec: Records, names, mo
                     losses.clear()
                     norms.clear()
                     flush_at += rec.FLUSH_STEPS
-                # 6. divergence, then the stopping rules
+                # 6. divergence, the validation loss, the best weights, then the stopping rules
                 if bad_g >= 0 or bad_w >= 0 or not isfinite(loss):
                     divergence = divergence_message(t, loss, gnorm, bad_g, bad_w, names)
                     stopped_by = "diverged"
                     break
-                state = StepState(t, loss, prev_loss, gnorm, delta, model)
+                val = None
+                if validation is not None and t % val_every == 0:
+                    val = net.validate(*validation)
+                    rec.val_loss.append(val)
+                    rec.val_steps.append(t)
+                if best is not None and (not best_on_val or val is not None):
+                    best.offer(val if best_on_val else loss, t)
+                state = StepState(t, loss, prev_loss, gnorm, delta, model, val, plan.epoch_steps)
                 for cb in callbacks:
                     cb(state)  # (what a callback returns is not looked at)
                 for r in rules:
@@ -270,26 +345,49 @@ def python_loop(net, x, y, stream, lr, rules, callbacks, rec: Records, names, mo
                 _adopt_replaced(slots)
                 if stopped_by is not None:
                     break
+                if batches is not None and t == len(batches):
+                    stopped_by = BATCHES_EXHAUSTED
+                    break
                 prev_loss = loss
+                if bar is not None and t % bar_every == 0:
+                    bar.update(t - bar.n)
     finally:
         rec.steps = t
         rec.loss.append(np.array(losses, dtype=np.float64))
         rec.grad_norm.append(np.array(norms, dtype=np.float64))
-    return stopped_by, divergence
+    # as the native loop: the validation loss after the last step too, and the best weights back
+    if validation is not None and rec.val_steps[-1] != t:
+        rec.val_loss.append(net.validate(*validation))
+        rec.val_steps.append(t)
+    best_step = -1
+    if best is not None and best.step >= 0:
+        best.restore()
+        best_step = best.step
+    return stopped_by, divergence, best_step
 
 
 # ---- the native loop ---------------------------------------------------------------------------
 
-def native_loop(net, x, y, draw, shuffle, lr, rules, native, every, params, initial, layers) -> Tuple[int, History, str, Optional[str]]:
-    """The whole run in C++ (Net.fit_run).  Returns (steps, history, stopped_by, divergence).
+def native_loop(net, x, y, draw, shuffle, rules, native, params, initial, layers,
+                plan: RunPlan) -> Tuple[int, History, str, Optional[str], int]:
+    """The whole run in C++ (Net.fit_run).  Returns (steps, history, stopped_by, divergence,
+    best_step).
 
-    ``draw``: None (full batch), the seed, or a Sampler; ``initial``: copies of the weights
-    before the run (row 0 of the recorded weights).  Ctrl-C is caught in C++ from the run's
-    first poll on, where catch_sigint_here says so.
+    ``draw``: None (full batch or explicit batches), the seed, or a Sampler; ``native``: the rules
+    as native_rules gives them; ``initial``: copies of the weights before the run (row 0 of the
+    recorded weights).  Ctrl-C is caught in C++ from the run's first poll on, where
+    catch_sigint_here says so.
     """
+    every = plan.every
+    bar = plan.progress
+    progress = None if bar is None else (lambda steps: bar.update(steps - bar.n))
     try:
-        steps, code, bad_g, bad_w, loss, norm, batches, w_rows, w_steps = net.fit_run(
-            x, y, draw, shuffle, lr, native, every, catch_sigint_here())
+        (steps, code, bad_g, bad_w, loss, norm, batches, w_rows, w_steps, val_loss, val_steps,
+         best_step) = net.fit_run(
+            x, y, draw, shuffle, plan.lr, native[0], every, catch_sigint_here(), val_rules=native[1],
+            batches=plan.batches, validation=plan.validation, val_every=plan.validate_every,
+            restore_best=plan.restore_best, best_on_val=plan.best_on_val, progress=progress,
+            progress_every=plan.progress_every)
     except MemoryError as e:  # the C++ says what it could not allocate and how big
         raise MemoryError(f"fit: {e}; the weights are as before the run") from None
     divergence = None
@@ -298,9 +396,11 @@ def native_loop(net, x, y, draw, shuffle, lr, rules, native, every, params, init
     elif code == -2:
         stopped_by = "diverged"
         divergence = divergence_message(steps, float(loss[-1]), float(norm[-1]), bad_g, bad_w, param_names(layers))
+    elif code == -5:
+        stopped_by = BATCHES_EXHAUSTED
     else:
         stopped_by = "interrupted"
-    h = History(loss, norm, batches)
+    h = History(loss, norm, batches, val_loss=val_loss, val_steps=val_steps)
     if every:
         w_steps = np.concatenate([np.zeros(1, np.int64), w_steps])
         weights = [np.concatenate([w0[None], w]) for w0, w in zip(initial, w_rows)]
@@ -308,4 +408,4 @@ def native_loop(net, x, y, draw, shuffle, lr, rules, native, every, params, init
             weights = [np.concatenate([w, p[None]]) for w, p in zip(weights, params)]
             w_steps = np.append(w_steps, steps)
         h.weights, h.weight_steps = weights, w_steps
-    return steps, h, stopped_by, divergence
+    return steps, h, stopped_by, divergence, best_step

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _core
 from ._batches import BatchStream, sampler
-from ._loops import RuleReturnError, Records, native_loop, param_names, param_slots, python_loop
+from ._loops import Records, RuleReturnError, RunPlan, native_loop, param_names, param_slots, python_loop
 from ._marks import mark, unmark
 from ._validation import human_bytes
 from .layers import Dense
@@ -20,12 +20,12 @@ from .results import History
 
 
 def run(model, layers: List[Dense], x: np.ndarray, y: np.ndarray, *, use_native: bool, native, rules: list,
-        callbacks: list, lr: float, batch_size: Optional[int], sampling: str, seed: int, every: int,
-        max_rows: int) -> Tuple[str, int, History, Optional[str], List[np.ndarray], List[np.ndarray], float]:
+        callbacks: list,
+        plan: RunPlan) -> Tuple[str, int, History, Optional[str], List[np.ndarray], List[np.ndarray], float, int]:
     """One run of ``model`` on checked data; returns (stopped_by, steps, history, divergence, params
-    (the live arrays), initial (copies from before the run), seconds).
+    (the live arrays), initial (copies from before the run), seconds, best_step (-1: none)).
 
-    ``max_rows``: the most weight rows the run can record (with ``every`` > 0).  A MemoryError
+    A MemoryError
     or a rule's bad answer during the run puts back the initial weights (and unbuilds what this
     call built) before it propagates, so that a failed call leaves the model as it was.
     """
@@ -42,22 +42,27 @@ def run(model, layers: List[Dense], x: np.ndarray, y: np.ndarray, *, use_native:
                 model.build(x.shape[1])  # as a first call would; the only change before training
             params = [w for layer in layers for w in layer._params()]
             initial = [w.copy() for w in params]
+            batch_size, sampling, seed = plan.batch_size, plan.sampling, plan.seed
             rows = x.shape[0] if batch_size is None else batch_size
             net_entry = _net_for(layers, params, rows, batch_size is not None)
             start = time.perf_counter()
             if use_native:
                 n = x.shape[0]
-                draw = None if batch_size is None else seed if seed < 2**64 else sampler(n, batch_size, sampling, seed)
-                steps, history, stopped_by, divergence = native_loop(
-                    net_entry[2], x, y, draw, sampling == "shuffle", lr, rules, native, every, params, initial, layers)
+                draw = None
+                if batch_size is not None and plan.batches is None:
+                    draw = seed if seed < 2**64 else sampler(n, batch_size, sampling, seed)
+                steps, history, stopped_by, divergence, best_step = native_loop(
+                    net_entry[2], x, y, draw, sampling == "shuffle", rules, native, params, initial, layers, plan)
             else:
                 for r in rules:  # the native loop keeps the built-in rules' state in C++
                     if hasattr(r, "reset"):
                         r.reset()
-                stream = None if batch_size is None else BatchStream(x.shape[0], batch_size, sampling, seed)
-                rec = Records(params, every, max_rows)
-                stopped_by, divergence = python_loop(net_entry[2], x, y, stream, lr, rules, callbacks, rec,
-                                                     param_names(layers), model)
+                stream = None
+                if batch_size is not None and plan.batches is None:
+                    stream = BatchStream(x.shape[0], batch_size, sampling, seed)
+                rec = Records(params, plan.every, plan.max_rows)
+                stopped_by, divergence, best_step = python_loop(net_entry[2], x, y, stream, rules, callbacks, rec,
+                                                                param_names(layers), model, plan)
                 steps, history = rec.steps, rec.history(params, batch_size)
             seconds = time.perf_counter() - start
         except (MemoryError, RuleReturnError):
@@ -67,7 +72,7 @@ def run(model, layers: List[Dense], x: np.ndarray, y: np.ndarray, *, use_native:
         unmark(layers, owner)  # first: nothing before it in this block can fail and leave the mark
         if net_entry is not None:
             _keep_net(layers, net_entry)
-    return stopped_by, steps, history, divergence, params, initial, seconds
+    return stopped_by, steps, history, divergence, params, initial, seconds, best_step
 
 
 def _put_back(layers: List[Dense], params: List[np.ndarray], initial: List[np.ndarray], unbuilt: List[Dense]) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import sys
-from typing import TYPE_CHECKING, List, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -33,7 +34,22 @@ def _dtype(dtype) -> np.dtype:
     return d
 
 
-class Dense:
+class _Keras:
+    """What Dense and Sequential share with Keras's models: ``predict`` and ``save``."""
+
+    def predict(self, x: ArrayLike) -> np.ndarray:
+        """``self(x)``: Keras's name for the call."""
+        return self(x)  # type: ignore[operator]
+
+    def save(self, path: Union[str, os.PathLike], *, extra: Optional[Dict[str, Any]] = None) -> None:
+        """Architecture, dtype and weights to ``path`` (an .npz, no pickle); ``fastgrad.load`` gives
+        the same bits back.  See :func:`fastgrad.io.save`."""
+        from .io import save  # (io imports this module)
+
+        save(self, path, extra=extra)
+
+
+class Dense(_Keras):
     """A fully connected layer: ``y = act(x @ kernel + bias)``.
 
     Parameters
@@ -199,7 +215,7 @@ class Dense:
         )
 
 
-class Sequential:
+class Sequential(_Keras):
     """A stack of :class:`Dense` layers applied in order.
 
     ``seed`` seeds every layer that has no seed of its own (each gets its own stream, spawned

@@ -49,6 +49,10 @@ class History:
     weights : one array per parameter (get_weights() order), (recorded, *shape); row 0 is
         the initial weights; None when weights were not recorded.
     weight_steps : (recorded,) the step after which each row of ``weights`` was taken.
+    val_loss : (k,) the MSE on the validation data (``fit(..., validation_data=...)``): entry 0
+        at the initial weights, then after every ``validate_every``-th step and after the last;
+        None without validation data.
+    val_steps : (k,) the step after which each validation loss was computed (0: before training).
     """
 
     loss: np.ndarray
@@ -56,6 +60,8 @@ class History:
     batches: Optional[np.ndarray]
     weights: Optional[List[np.ndarray]] = None
     weight_steps: Optional[np.ndarray] = None
+    val_loss: Optional[np.ndarray] = None
+    val_steps: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -73,7 +79,8 @@ class FitResult:
     """The outcome of :func:`fastgrad.fit`.
 
     stopped_by : "weight_delta" | "loss_delta" | "loss_below" | "plateau" | "max_steps" |
-        "diverged" | "interrupted" | the name of a custom rule.
+        "diverged" | "interrupted" | "max_epochs" | "batches_exhausted" (explicit batches ran out) |
+        the name of a custom rule.
     steps : the number of updates made.
     final_loss : MSE on all of (x, y) at the final weights (computed on first access, from a
         copy of the final weights: a full pass over the data is paid only when asked for).
@@ -87,6 +94,8 @@ class FitResult:
         full-batch run.
     divergence : the divergence message, when ``stopped_by == "diverged"``.
     samples : the number of samples (rows of x) the run trained on.
+    best_step : with ``restore_best=True``, the step after which the weights the run ended on
+        were taken (the best monitored value); None otherwise, or when no step qualified.
     """
 
     stopped_by: str
@@ -104,6 +113,7 @@ class FitResult:
     seconds: float = 0.0
     loop: str = "python"
     samples: Optional[int] = None
+    best_step: Optional[int] = None
     _data: Any = field(default=None, repr=False, compare=False)
     _final_loss: Optional[float] = field(default=None, repr=False, compare=False)
 
@@ -122,11 +132,41 @@ class FitResult:
         except RuntimeError:
             return None
 
+    def _summary(self) -> List[Tuple[str, str]]:
+        """(label, value) rows of what a reader checks first: why and when it stopped, the loss
+        at the start and the end, the validation loss, the time."""
+        loss = self._final_loss_or_none()
+        h = self.history
+        rows = [("stopped by", self.stopped_by), ("steps", f"{self.steps:,}")]
+        if len(h.loss):
+            rows.append(("batch loss, first → last step", f"{h.loss[0]:.6g} → {h.loss[-1]:.6g}"))
+        rows.append(("final loss (all of x)", "? (the data changed since the run)" if loss is None else f"{loss:.6g}"))
+        if h.val_loss is not None and len(h.val_loss):
+            rows.append(("validation loss, before → after", f"{h.val_loss[0]:.6g} → {h.val_loss[-1]:.6g}"))
+        if self.best_step is not None:
+            rows.append(("weights of step (restore_best)", f"{self.best_step:,}"))
+        rows.append(("time", f"{self.seconds:.3g} s ({self.loop} loop)"))
+        return rows
+
     def __repr__(self) -> str:
         loss = self._final_loss_or_none()
         shown = "? (the data changed since the run)" if loss is None else repr(loss)
-        return (f"FitResult(stopped_by={self.stopped_by!r}, steps={self.steps}, final_loss={shown}, "
+        extra = ""
+        if self.history.val_loss is not None and len(self.history.val_loss):
+            extra += f", val_loss={float(self.history.val_loss[-1])!r}"
+        if self.best_step is not None:
+            extra += f", best_step={self.best_step}"
+        first = f", first_loss={float(self.history.loss[0])!r}" if len(self.history.loss) else ""
+        return (f"FitResult(stopped_by={self.stopped_by!r}, steps={self.steps}{first}, final_loss={shown}{extra}, "
                 f"loop={self.loop!r}, seconds={self.seconds:.3g})")
+
+    def _repr_html_(self) -> str:
+        """The summary as a small table, for notebooks."""
+        import html
+
+        cells = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+                        f"{html.escape(v)}</td></tr>" for k, v in self._summary())
+        return f"<table><caption style='text-align:left'><b>fastgrad FitResult</b></caption>{cells}</table>"
 
     def plot(self, ax: Optional[Axes] = None) -> Figure:
         """Loss, gradient norm (and weights, when recorded) per step, with matplotlib."""

@@ -16,7 +16,8 @@ import numpy as np
 from . import _loops, _run
 from . import stop as _stop
 from ._batches import check_sampling
-from ._validation import available_memory, human_bytes, nonneg_float, nonneg_seed, positive_float, positive_int
+from ._validation import (aligned, available_memory, data, human_bytes, nonneg_float, nonneg_seed, positive_float,
+                          positive_int)
 from .gradients import _prepare
 from .layers import Dense, Model, _layers_of
 from .optimizers import SGD
@@ -51,6 +52,11 @@ def fit(
     on_divergence: str = "warn",
     callbacks: Sequence[Callable[[_stop.StepState], Any]] = (),
     loop: str = "auto",
+    validation_data: Optional[Tuple[ArrayLike, ArrayLike]] = None,
+    validate_every: Optional[int] = None,
+    restore_best: bool = False,
+    batches: Optional[ArrayLike] = None,
+    progress: bool = False,
 ) -> FitResult:
     """Train ``model`` (a Sequential or a single Dense) on ``(x, y)`` under MSE, in place.
 
@@ -67,7 +73,7 @@ def fit(
     stop : a rule or a list of rules from :mod:`fastgrad.stop`, or callables taking a
         :class:`~fastgrad.stop.StepState` and answering a bool (a NumPy bool too; anything else
         is a TypeError); the first that answers True stops the run.  ``MaxSteps(10_000)`` is
-        added when no MaxSteps is given.
+        added when no MaxSteps or MaxEpochs is given and there are no explicit ``batches``.
     seed : a non-negative int, the seed of the batch draws (None: fresh entropy;
         ``result.seed`` tells which).
     record_weights : False, True (after every step) or k (every k steps, plus the last; at
@@ -79,6 +85,19 @@ def fit(
     loop : "auto" (the default), "native" or "python".  The native loop (C++, no return to
         Python between steps) runs whenever every rule is a built-in one and there are no
         callbacks; otherwise the Python loop runs.  Both give the same trajectory, bit for bit.
+    validation_data : ``(x_val, y_val)``: the MSE on it is computed before training, after every
+        ``validate_every``-th step (default: once an epoch, ``ceil(samples / batch)`` steps) and
+        after the last step, into ``history.val_loss`` / ``history.val_steps``; rules with
+        ``monitor="val_loss"`` watch it.  The native loop computes it without leaving C++.
+    restore_best : end on the weights of the best monitored value: the validation loss (with
+        validation data), else the batch loss (then the weights after the step whose batch loss
+        was lowest, as Keras keeps the weights at the end of the best epoch); ``result.best_step``.
+    batches : explicit batch indices, an integer array (steps, batch): step t trains on rows
+        ``batches[t]``, no draws (``batch_size`` must be None or ``batches.shape[1]``; ``seed`` and
+        ``sampling`` are not used).  The run ends when they run out (``stopped_by ==
+        "batches_exhausted"``) unless a rule fires first.  Recorded in ``history.batches``.
+    progress : True: a progress bar (``tqdm.auto``: a notebook bar in a notebook, a text bar on a
+        terminal, nothing elsewhere), fed between chunks of the native loop (no Python per step).
 
     Every argument is checked before anything changes, and a run that fails for want of
     memory (or for a rule's answer) puts the weights back as they were.  Ctrl-C stops the run after the
@@ -110,20 +129,45 @@ def fit(
     dtype = layers[0].dtype
     _check_lr_in(lr, dtype)
     n = x.shape[0]
-    if batch_size is not None and batch_size > n:
+    batches = _check_batches(batches, n, batch_size)
+    if batches is not None:
+        batch_size = batches.shape[1]
+    elif batch_size is not None and batch_size > n:
         raise ValueError(f"batch_size: expected at most the {n} samples of x, got {batch_size}")
-    max_rows = _check_record_memory(every, rules, layers, x.shape[1])
+    rules = _with_step_cap(rules, batches)
+    validation = _check_validation(validation_data, layers, x, y)
+    epoch_steps = 1 if batch_size is None else -(-n // batch_size)
+    validate_every = epoch_steps if validate_every is None else positive_int("validate_every", validate_every)
+    if validation is None:
+        for i, r in enumerate(rules):
+            if getattr(r, "monitor", "loss") == "val_loss":
+                raise ValueError(f"stop[{i}] ({_stop.rule_name(r)}): monitors val_loss, which needs validation_data")
+    if not isinstance(restore_best, (bool, np.bool_)):
+        raise TypeError(f"restore_best: expected a bool, got {type(restore_best).__name__}")
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress: expected a bool, got {type(progress).__name__}")
+    max_steps = _max_steps(rules, epoch_steps, batches)
+    max_rows = _check_record_memory(every, max_steps, layers, x.shape[1])
 
     # ---- decide: the native loop runs the built-in rules without callbacks --------------------
-    native = _loops.native_rules(rules) if not callbacks else None
+    native = _loops.native_rules(rules, epoch_steps) if not callbacks else None
     if loop == "native" and native is None:
         raise ValueError("loop: 'native' runs only the built-in stopping rules and no callbacks")
     use_native = native is not None and loop != "python"
+    plan = _loops.RunPlan(
+        lr=lr, batch_size=batch_size, sampling=sampling, seed=seed, every=every, max_rows=max_rows,
+        epoch_steps=epoch_steps, batches=batches, validation=validation, validate_every=validate_every,
+        restore_best=bool(restore_best), best_on_val=validation is not None)
 
     # ---- dispatch --------------------------------------------------------------------------------
-    stopped_by, steps, history, divergence, params, initial, seconds = _run.run(
-        model, layers, x, y, use_native=use_native, native=native, rules=rules, callbacks=callbacks, lr=lr,
-        batch_size=batch_size, sampling=sampling, seed=seed, every=every, max_rows=max_rows)
+    if progress:
+        plan.progress, plan.progress_every = _progress_bar(max_steps, layers, batch_size or n)
+    try:
+        stopped_by, steps, history, divergence, params, initial, seconds, best_step = _run.run(
+            model, layers, x, y, use_native=use_native, native=native, rules=rules, callbacks=callbacks, plan=plan)
+    finally:
+        if plan.progress is not None:
+            plan.progress.close()
     result = FitResult(
         stopped_by=stopped_by,
         steps=steps,
@@ -140,6 +184,7 @@ def fit(
         seconds=seconds,
         loop="native" if use_native else "python",
         samples=n,
+        best_step=best_step if best_step >= 0 else None,
         _data=_keep_data(x, y),
     )
     if divergence is not None:
@@ -172,7 +217,6 @@ def _check_rules(stop) -> list:
         rules = list(stop)
     else:
         raise TypeError(f"stop: expected a stopping rule or a list of them, got {type(stop).__name__}")
-    capped = False
     for i, r in enumerate(rules):
         if isinstance(r, type):
             raise TypeError(f"stop[{i}]: expected a rule, got the class {r.__name__}; make one, e.g. {r.__name__}(...)")
@@ -183,10 +227,76 @@ def _check_rules(stop) -> list:
             )
         if type(r) in _loops.NATIVE_KINDS:  # checked again: its attributes may have changed since it was made
             _check_rule_values(i, r)
-        capped = capped or isinstance(r, _stop.MaxSteps)
-    if not capped:
+    return rules
+
+
+def _with_step_cap(rules: list, batches: Optional[np.ndarray]) -> list:
+    """The rules, with MaxSteps(DEFAULT_MAX_STEPS) added when nothing else bounds the run."""
+    if batches is None and not any([isinstance(r, (_stop.MaxSteps, _stop.MaxEpochs)) for r in rules]):
         rules.append(_stop.MaxSteps(DEFAULT_MAX_STEPS))
     return rules
+
+
+def _max_steps(rules: list, epoch_steps: int, batches: Optional[np.ndarray]) -> int:
+    """The most steps the run can make: its step caps, and the explicit batches."""
+    caps = [r.n for r in rules if isinstance(r, _stop.MaxSteps)]
+    caps += [r.n * epoch_steps for r in rules if isinstance(r, _stop.MaxEpochs)]
+    if batches is not None:
+        caps.append(len(batches))
+    return min(caps)
+
+
+def _check_batches(batches, n: int, batch_size: Optional[int]) -> Optional[np.ndarray]:
+    """Explicit batches as a C-contiguous int64 copy (the run must not see later changes):
+    an integer array (steps, batch), 1 <= batch <= n, every index in [0, n)."""
+    if batches is None:
+        return None
+    a = np.asarray(batches)
+    if a.dtype == np.bool_ or a.dtype.kind not in "iu":
+        raise TypeError(f"batches: expected an integer array (steps, batch), got dtype {a.dtype}")
+    if a.ndim != 2 or a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"batches: expected a 2-D array (steps, batch) with at least one step and one index, "
+                         f"got shape {a.shape}")
+    if a.shape[1] > n:
+        raise ValueError(f"batches: expected batches of at most the {n} samples of x, got {a.shape[1]}")
+    if batch_size is not None and batch_size != a.shape[1]:
+        raise ValueError(f"batch_size: expected None or {a.shape[1]} (the width of batches), got {batch_size}")
+    lo, hi = a.min(), a.max()
+    if lo < 0 or hi >= n:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"batches: index {bad} out of range for the {n} samples of x")
+    return np.array(a, dtype=np.int64, order="C")  # a copy, always
+
+
+def _check_validation(validation_data, layers: List[Dense], x: np.ndarray,
+                      y: np.ndarray) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """(x_val, y_val) checked as x and y are, in the model's dtype, of x's and y's widths."""
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise TypeError("validation_data: expected a pair (x_val, y_val)")
+    try:
+        xv, yv = data(validation_data[0], validation_data[1], layers[0].dtype, outputs=y.shape[1])
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"validation_data: {e}") from None
+    if xv.shape[1] != x.shape[1]:
+        raise ValueError(f"validation_data: x_val has {xv.shape[1]} features, x has {x.shape[1]}")
+    xv, yv = _unaliased(xv, yv, layers)
+    return aligned(xv), aligned(yv)
+
+
+def _progress_bar(total: int, layers: List[Dense], rows: int):
+    """A tqdm.auto bar of ``total`` steps, and how often (in steps) the loops feed it: about every
+    20 ms of work (no Python per step), and at least 200 times in a run."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    in_notebook = "ipykernel" in sys.modules
+    bar = tqdm(total=total, unit="step", disable=False if in_notebook else None, leave=True)
+    work = rows * sum(layer.units * (layer.kernel.shape[0] if layer.kernel is not None else 1) for layer in layers)
+    every = max(1, min(max(1, total // 200), 20_000_000 // max(1, work)))
+    return bar, every
 
 
 def _check_lr_in(lr: float, dtype: np.dtype) -> None:
@@ -203,7 +313,7 @@ def _check_rule_values(i: int, r) -> None:
     """The values a built-in rule was made with, as its constructor checks them."""
     if type(r) is _stop.MaxSteps and type(r.n) is int and 0 < r.n <= _stop.MAX_COUNT:
         return  # the common rule, in one test (no argument names built: fit's fixed cost)
-    if isinstance(r, _stop.MaxSteps):
+    if isinstance(r, (_stop.MaxSteps, _stop.MaxEpochs)):
         _stop.count(f"stop[{i}].n", r.n)
         return
     nonneg_float(f"stop[{i}].tol", r.tol)
@@ -227,13 +337,12 @@ def _check_record(record_weights) -> int:
     return k
 
 
-def _check_record_memory(every: int, rules: list, layers: List[Dense], input_dim: int) -> int:
+def _check_record_memory(every: int, max_steps: int, layers: List[Dense], input_dim: int) -> int:
     """The most weight rows the run can record (0 without recording): ceil(max_steps / every) + 1
     (row 0, and the final weights).  MemoryError, naming record_weights, when that many rows of
     the model's parameters cannot fit in the memory available now."""
     if not every:
         return 0
-    max_steps = min(r.n for r in rules if isinstance(r, _stop.MaxSteps))
     rows = -(-max_steps // every) + 1
     row_bytes, width = 0, input_dim
     for layer in layers:
@@ -266,28 +375,6 @@ def _check_callbacks(callbacks) -> list:
         if not callable(cb):
             raise TypeError(f"callbacks[{i}]: expected a callable taking a StepState, got {type(cb).__name__}")
     return callbacks
-
-
-def _check_lr_in(lr: float, dtype: np.dtype) -> None:
-    """The learning rate (finite, > 0) must stay finite and non-zero in the model's dtype."""
-    if dtype == np.float64 or 1e-44 <= lr <= 3e38:  # float32 holds these (the common case: no NumPy call)
-        return
-    with np.errstate(over="ignore"):
-        t = dtype.type(lr)
-    if t == 0 or not np.isfinite(t):
-        raise ValueError(f"learning_rate: {lr!r} is {'0' if t == 0 else 'inf'} in {dtype.name}, the model's dtype")
-
-
-def _check_rule_values(i: int, r) -> None:
-    """The values a built-in rule was made with, as its constructor checks them."""
-    if type(r) is _stop.MaxSteps and type(r.n) is int and 0 < r.n <= _stop.MAX_COUNT:
-        return  # the common rule, in one test (no argument names built: fit's fixed cost)
-    if isinstance(r, _stop.MaxSteps):
-        _stop.count(f"stop[{i}].n", r.n)
-        return
-    nonneg_float(f"stop[{i}].tol", r.tol)
-    if isinstance(r, _stop.Plateau):
-        _stop.count(f"stop[{i}].patience", r.patience)
 
 
 def _unaliased(x: np.ndarray, y: np.ndarray, layers: List[Dense]) -> Tuple[np.ndarray, np.ndarray]:

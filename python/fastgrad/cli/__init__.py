@@ -2,6 +2,7 @@
 
     fastgrad demo [E1 ... E8] [--plots DIR]     the walkthrough's experiments, told step by step
     fastgrad train data.csv --target COL ...    train a Dense stack on a CSV file
+    fastgrad predict MODEL.npz data.csv         apply a model saved by train --save to a CSV file
     fastgrad check [--layers ...]               every gradient against TensorFlow and finite differences
 
 Exit status: 0 on success; 1 when ``check`` finds a gradient outside its tolerance or ``train``
@@ -9,7 +10,8 @@ diverges; 2 on bad input, or an output file that cannot be written (a one-line
 ``fastgrad <command>: error: ...`` on stderr, never a traceback); 130 when interrupted.
 
 The modules: :mod:`.parser` (the options and their checks), :mod:`.demo`, :mod:`.train` (with
-:mod:`.csvfile` and :mod:`.outputs`), :mod:`.check`, and :mod:`.common` (what they share).
+:mod:`.csvfile`, :mod:`.outputs` and :mod:`.judge`), :mod:`.predict`, :mod:`.modelfile` (the file
+train --save writes and predict reads), :mod:`.check`, and :mod:`.common` (what they share).
 """
 
 from __future__ import annotations

@@ -119,8 +119,9 @@ def size(n: float) -> str:
 
 def check_model_size(spec: Spec, features: int, rows: int, batch: Optional[int], dtype: str, options: str) -> None:
     """Refuse (CliError on ``options``, the ones that set the sizes) a model of more than
-    MAX_PARAMS parameters, or one that would not fit in the memory available: 4 copies of the
-    parameters (the weights, the gradients, the initial and the final weights), and the larger
+    MAX_PARAMS parameters, or one that would not fit in the memory available: 5 copies of the
+    parameters (the weights, the gradients, the initial and the final weights, and the model at the
+    initial weights that ``train``'s summary measures the first loss with), and the larger
     of a step's scratch (every layer's output and gradient on a batch of ``batch`` rows, all
     ``rows`` for full batch) and the final loss's pass over all ``rows`` (two layers' outputs at
     a time)."""
@@ -131,7 +132,7 @@ def check_model_size(spec: Spec, features: int, rows: int, batch: Optional[int],
     widths = [features] + [u for u, _ in spec]
     step = (rows if batch is None else batch) * (2 * sum(widths[1:]) + widths[0] + widths[-1])
     final = rows * max(a + b for a, b in zip(widths, widths[1:]))
-    need = np.dtype(dtype).itemsize * (4 * params + max(step, final))
+    need = np.dtype(dtype).itemsize * (5 * params + max(step, final))
     free = available_memory()
     if free is not None and need > free:
         raise CliError(f"{options}: {model} and {rows} rows needs about {size(need)} of memory ({params:,} "

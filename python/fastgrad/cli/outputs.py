@@ -126,8 +126,10 @@ def write_history(path: Path, result: "FitResult") -> None:
             w.writerow([t, repr(float(loss)), repr(float(gn))])
 
 
-def write_figure(path: Path, result: "FitResult", spec: Spec, data: Path) -> None:
-    """--plot: the run's three panels, in the format of the file's extension."""
+def write_figure(path: Path, result: "FitResult", spec: Spec, data: Path, scaled: bool = False) -> None:
+    """--plot: the run's three panels, in the format of the file's extension (the losses as fit saw
+    them: in min-max scaled units when ``scaled``)."""
+    units = " (scaled units)" if scaled else ""
     fig = plotting.plot_runs({"run": result}, title=f"{describe_layers(spec)} on {data.name}: {result.steps} steps, "
-                             f"{result.stopped_by}, final loss {result.final_loss:.4g}")
+                             f"{result.stopped_by}, final loss {result.final_loss:.4g}{units}")
     fig.savefig(path, dpi=plotting.DPI, format=path.suffix[1:].lower())

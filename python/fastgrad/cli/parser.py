@@ -15,7 +15,7 @@ import fastgrad as fg
 
 from .. import checks, walkthrough
 from ..plotting import MAX_WEIGHT_LINES
-from . import check, demo, train
+from . import check, demo, judge, predict, train
 from .common import ACTIVATIONS, EXIT_USAGE, MAX_UNITS
 
 __all__ = ["build_parser", "parse_layers", "parse_stop"]
@@ -46,6 +46,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if v <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return v
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}") from None
+    if not 0 < v < 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1 (exclusive), got {text!r}")
     return v
 
 
@@ -151,7 +161,7 @@ def _stop_rule(text: str) -> fg.stop.Rule:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``fastgrad`` argument parser, with the subcommands demo, train and check."""
+    """The ``fastgrad`` argument parser, with the subcommands demo, train, predict and check."""
     parser = _Parser(
         prog="fastgrad",
         description="fastgrad: hand-derived Dense/MSE kernels in C++, training loops that record every "
@@ -162,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_demo(sub)
     _add_train(sub)
+    _add_predict(sub)
     _add_check(sub)
     return parser
 
@@ -193,7 +204,10 @@ def _add_train(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
         help="train a Dense stack on a CSV file",
         description=textwrap.fill(
             "Train a stack of Dense layers on a CSV file with a header row, under MSE, with SGD.  The target "
-            "column is predicted from all the other columns.  The input file is only read.", 78),
+            "column is predicted from all the other columns.  The input file is only read.  The summary gives "
+            "the loss (MSE) and R2 on the training rows and on the validation rows, in the target's own units, "
+            f"and says when the model is no better than predicting the mean (R2 below {judge.MEAN_R2:g}) or when "
+            f"the loss ended more than {judge.BLOWUP_FACTOR:g}x above where it started.", 78),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Stopping rules (--stop, repeatable; the first that fires stops the run; max-steps=10000 "
         "applies when none is given):\n"
@@ -204,7 +218,9 @@ def _add_train(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
         "  max-steps=N             N updates\n"
         "Example:\n"
         "  fastgrad train data.csv --target y --layers 10:relu,1 --lr 0.01 --batch-size 8 \\\n"
-        "      --stop plateau=1e-6:200 --stop max-steps=5000 --normalize minmax --save weights.npz\n"
+        "      --stop plateau=1e-6:200 --stop max-steps=5000 --normalize minmax --validation-split 0.2 \\\n"
+        "      --save model.npz\n"
+        "  fastgrad predict model.npz new.csv --out predicted.csv\n"
         "Exit status: 0 trained, 1 diverged, 2 bad input (or an output file that could not be written).",
     )
     p.add_argument("data", help="CSV file with a header row; every cell numeric")
@@ -222,10 +238,24 @@ def _add_train(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
     p.add_argument("--stop", type=parse_stop, action="append", default=[], metavar="RULE",
                    help="a stopping rule (repeatable), see below")
     p.add_argument("--normalize", choices=("none", "minmax"), default="none",
-                   help="minmax: scale every column, target included, to [0, 1] first (default none)")
-    p.add_argument("--seed", type=_nonneg_int, default=0, help="seeds the initial weights and the batches (default 0)")
+                   help="minmax: scale every column, target included, to [0, 1] by its range on the training "
+                   "rows (validation rows are scaled by the same ranges; --save keeps them for predict); "
+                   "default none")
+    held = p.add_mutually_exclusive_group()
+    held.add_argument("--validation-split", type=_fraction, metavar="F",
+                      help="hold out ceil(F x rows) rows (0 < F < 1) for validation: the first of "
+                      "numpy.random.default_rng(SEED).permutation(rows), SEED being --seed, so the same --seed "
+                      "holds out the same rows.  Not the last rows, as Keras's validation_split: in a file sorted "
+                      "by any column those are unlike the rest")
+    held.add_argument("--validation", metavar="FILE",
+                      help="validate on the rows of this CSV file, which holds the feature and target columns "
+                      "(by name; other columns are ignored)")
+    p.add_argument("--seed", type=_nonneg_int, default=0,
+                   help="seeds the initial weights, the batches and --validation-split's rows (default 0)")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="(default float32)")
-    p.add_argument("--save", metavar="FILE.npz", help="save the trained weights (NumPy .npz)")
+    p.add_argument("--save", metavar="FILE.npz",
+                   help="save the trained model, with its column names and --normalize's ranges: "
+                   "'fastgrad predict' applies it to new data, fastgrad.load(FILE) reads the model")
     p.add_argument("--plot", metavar="FILE.png",
                    help="save a figure of the loss, the gradient norm and the weights against the step, "
                    "in the format of the extension (.png when there is none; .pdf, .svg, ...).  The weights "
@@ -234,10 +264,32 @@ def _add_train(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> No
                    f"to keep the recording under {train.PLOT_RECORD_BYTES // 2**20} MiB).  Needs matplotlib")
     p.add_argument("--history", metavar="FILE.csv", help="save the loss and gradient norm of every step as CSV")
     p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar.  The bar (shown only on a terminal, with tqdm) runs the training "
-                   "in the Python loop, which calls it after every step; without it the native (C++) "
-                   "loop runs, faster")
+                   help="no progress bar.  The bar is shown only on a terminal, with tqdm; either way the "
+                   "native (C++) loop runs, the bar fed between its chunks of steps")
     p.set_defaults(func=train.cmd_train)
+
+
+def _add_predict(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    p = sub.add_parser(
+        "predict",
+        help="apply a model saved by 'train --save' to the rows of a CSV file",
+        description=textwrap.fill(
+            "Apply a model saved by 'fastgrad train --save' to the rows of a CSV file with a header row.  The "
+            "feature columns are taken by name, in the order the model was trained on (other columns are "
+            "kept, and a missing feature is an error); the scaling saved at training (--normalize minmax) "
+            "is applied to them, and undone on the predictions, which are in the target's own units.  The "
+            "output is the file's rows as they were, with one more column per target, named after it: "
+            f"TARGET{predict.SUFFIX}.", 78),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Example:\n"
+        "  fastgrad train data.csv --target y --layers 10:relu,1 --normalize minmax --save model.npz\n"
+        "  fastgrad predict model.npz new.csv --out predicted.csv\n"
+        "Exit status: 0 done, 2 bad input (or an output file that could not be written).",
+    )
+    p.add_argument("model", metavar="MODEL.npz", help="a model file written by 'fastgrad train --save'")
+    p.add_argument("data", metavar="DATA.csv", help="CSV file with a header row; every cell numeric")
+    p.add_argument("--out", metavar="FILE", help="write the CSV to FILE (default: stdout)")
+    p.set_defaults(func=predict.cmd_predict)
 
 
 def _add_check(sub: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
