@@ -19,10 +19,39 @@
 
 #include "bind_checks.hpp"
 #include "loop.hpp"
+#include "optimizer.hpp"
 #include "runtime.hpp"
 #include "sampler.hpp"
 
 namespace [[gnu::visibility("hidden")]] fgpy {
+
+// A schedule from (kind, a, b, c, flag, e, f, g, boundaries, values): fastgrad/schedules.py's
+// _native() (optimizer.hpp Schedule says what each holds).
+inline fg::Schedule schedule_of(const py::tuple& t) {
+    if (t.size() == 2) {  // (0, rate): a constant
+        fg::Schedule s;
+        s.kind = 0;
+        s.a = t[1].cast<double>();
+        return s;
+    }
+    if (t.size() != 10) fail("schedule: expected 2 or 10 values");
+    fg::Schedule s;
+    s.kind = t[0].cast<int>();
+    if (s.kind < 0 || s.kind > 4) fail("schedule: unknown kind " + std::to_string(s.kind));
+    s.a = t[1].cast<double>();
+    s.b = t[2].cast<double>();
+    s.c = t[3].cast<double>();
+    s.flag = t[4].cast<bool>();
+    s.e = t[5].cast<double>();
+    s.f = t[6].cast<double>();
+    s.g = t[7].cast<long long>();
+    s.boundaries = t[8].cast<std::vector<double>>();
+    s.values = t[9].cast<std::vector<double>>();
+    if (s.kind == 3 && (s.boundaries.empty() || s.values.size() != s.boundaries.size() + 1))
+        fail("schedule: expected values one longer than a non-empty boundaries");
+    if ((s.kind == 1 || s.kind == 2 || s.kind == 4) && !(s.b > 0)) fail("schedule: expected decay_steps > 0");
+    return s;
+}
 
 // The previous handler's pending Ctrl-C, for SigintCatch: Python's, asked with the GIL.
 inline bool python_sigint_pending() {
@@ -137,8 +166,56 @@ class PyNet {
             py::gil_scoped_release nogil;
             r = net_->step(xp, yp, ip, T(lr));
         }
-        return py::make_tuple(r.loss, r.grad_norm, r.weight_delta, r.bad_grad, r.bad_weight);
+        return py::make_tuple(r.loss, r.grad_norm, r.weight_delta, r.bad_grad, r.bad_weight, r.lr);
     }
+
+    // The optimizer of the next steps and runs (optimizer.hpp): kind 0 SGD, 1 Adam; params
+    // (momentum, nesterov, weight_decay, clipnorm, clipvalue, global_clipnorm, beta_1, beta_2,
+    // epsilon, amsgrad), -1 for an option not set; schedule as schedule_of reads it; slots[k][p]:
+    // slot k of parameter p (the optimizer object's arrays, updated in place); iterations so far.
+    void set_optimizer(int kind, const py::tuple& params, const py::tuple& schedule, const py::list& slots,
+                       long long iterations) {
+        if (kind != 0 && kind != 1) fail("kind: expected 0 (SGD) or 1 (Adam), got " + std::to_string(kind));
+        if (params.size() != 10) fail("params: expected 10 values");
+        fg::OptConfig cfg;
+        cfg.kind = static_cast<fg::OptKind>(kind);
+        cfg.momentum = params[0].cast<double>();
+        cfg.nesterov = params[1].cast<bool>();
+        cfg.weight_decay = params[2].cast<double>();
+        cfg.clipnorm = params[3].cast<double>();
+        cfg.clipvalue = params[4].cast<double>();
+        cfg.global_clipnorm = params[5].cast<double>();
+        cfg.beta1 = params[6].cast<double>();
+        cfg.beta2 = params[7].cast<double>();
+        cfg.epsilon = params[8].cast<double>();
+        cfg.amsgrad = params[9].cast<bool>();
+        cfg.schedule = schedule_of(schedule);
+        if (iterations < 0) fail("iterations: expected >= 0");
+        if (py::len(slots) != std::size_t(cfg.slots()))
+            fail("slots: expected " + std::to_string(cfg.slots()) + " lists of arrays, got " + std::to_string(py::len(slots)));
+        fg::OptState<T> state;
+        state.iterations = iterations;
+        std::vector<Arr<T>> keep;
+        for (std::size_t k = 0; k < py::len(slots); ++k) {
+            const auto list = slots[k].cast<py::list>();
+            if (list.size() != params_.size()) fail("slots: expected one array per parameter");
+            std::vector<T*> ptrs;
+            for (std::size_t p = 0; p < list.size(); ++p) {
+                Arr<T> a = exact<T>(list[p], "slots");
+                const Arr<T>& w = params_[p];
+                if (a.ndim() != w.ndim() || !std::equal(a.shape(), a.shape() + a.ndim(), w.shape()) || !a.writeable())
+                    fail("slots[" + std::to_string(k) + "][" + std::to_string(p) + "]: expected a writeable array of shape " +
+                         shape_str(w));
+                ptrs.push_back(a.mutable_data());
+                keep.push_back(a);
+            }
+            state.slot.push_back(ptrs);
+        }
+        slot_arrays_ = std::move(keep);
+        net_->set_optimizer(cfg, std::move(state));
+    }
+
+    long long iterations() const { return net_->iterations(); }
 
     // The validation loss at the current weights (what both loops record): the MSE on (x, y).
     double validate(const py::array& xa, const py::array& ya) {
@@ -281,10 +358,12 @@ class PyNet {
             vloss = to_numpy(rec.val_loss, {py::ssize_t(evaluated)}, evaluated, "validation losses");
             vsteps = to_numpy(rec.val_steps, {py::ssize_t(evaluated)}, evaluated, "validation steps");
         }
+        py::object lrs = py::none();
+        if (!net_->plain() && rec.lr.data()) lrs = to_numpy(rec.lr, {py::ssize_t(done)}, done, "learning rates");
         return py::make_tuple(done, r.stop, r.bad_grad, r.bad_weight,
                               to_numpy(rec.loss, {py::ssize_t(done)}, done, "losses"),
                               to_numpy(rec.norm, {py::ssize_t(done)}, done, "gradient norms"), batches, wlist, wsteps,
-                              vloss, vsteps, rec.best_step);
+                              vloss, vsteps, rec.best_step, lrs);
     }
 
   private:
@@ -314,6 +393,7 @@ class PyNet {
     }
 
     std::vector<Arr<T>> params_;  // keeps the live arrays alive while net_ holds their pointers
+    std::vector<Arr<T>> slot_arrays_;  // likewise the optimizer's slots
     std::unique_ptr<fg::Net<T>> net_;
     std::vector<std::int64_t> idx_, batches_;
 };

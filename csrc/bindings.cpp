@@ -155,6 +155,9 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def("step", &PyNet<T>::step, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("idx"),
              py::arg("learning_rate"))
         .def_property_readonly("rows", &PyNet<T>::rows)
+        .def("set_optimizer", &PyNet<T>::set_optimizer, py::arg("kind"), py::arg("params"), py::arg("schedule"),
+             py::arg("slots"), py::arg("iterations"))
+        .def_property_readonly("iterations", &PyNet<T>::iterations)
         .def("validate", &PyNet<T>::validate, py::arg("x").noconvert(), py::arg("y").noconvert())
         .def("fit_run", &PyNet<T>::fit_run, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("draw"),
              py::arg("shuffle"), py::arg("learning_rate"), py::arg("rules"), py::arg("every"),
@@ -266,6 +269,11 @@ PYBIND11_MODULE(_core, m) {
 #endif
           }, "the BLAS's thread count now (-1: unknown); a run on the team sets it to 1 meanwhile");
     m.def("all_finite", &all_finite_of, py::arg("a"), "whether every element is finite");
+    m.def("learning_rate", [](const py::tuple& schedule, long long step, bool float64) {
+              const fg::Schedule s = schedule_of(schedule);
+              return float64 ? fg::learning_rate_at<double>(s, step) : double(fg::learning_rate_at<float>(s, step));
+          }, py::arg("schedule"), py::arg("step"), py::arg("float64"),
+          "a schedule's rate after `step` updates, as the loops compute it (fastgrad.schedules)");
     m.def("fast_data", &fast_data, py::arg("x"), py::arg("y"), py::arg("float64"), py::arg("outputs"),
           "y as (samples, outputs) when x and y need no conversion and pass every check of "
           "fastgrad._validation's data check, else None (which then converts, or names what is wrong)");

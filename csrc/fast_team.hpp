@@ -24,6 +24,7 @@
 
 #include "blas.hpp"
 #include "dense.hpp"
+#include "optimizer.hpp"
 #include "step.hpp"
 #include "team.hpp"
 
@@ -54,6 +55,49 @@ StepResult team_result(const std::vector<DenseView<T>>& layers, double loss, con
     return all.result(layers, loss);
 }
 
+// The optimizers' update on the team (optimizer.hpp), after a step's gradients: each part's block
+// of every parameter; the gradients' sums of squares per part, added in part order, then the
+// clips and the rate (part 0), then the blocks updated.
+template <class T>
+StepResult team_update(const std::vector<DenseView<T>>& layers, double loss, Updater<T>& up, std::size_t parts) {
+    const auto refs = param_refs(layers);
+    const std::size_t np = refs.size();
+    std::vector<double> part_sq(parts * np), sq(np);  // (allocated before the phases, which must not throw)
+    up.begin(sq);                                     // sizes the updater's vectors; redone below
+    UpdateSums pu[kMaxParts];
+    auto phase = [&](std::size_t ph, std::size_t p) noexcept {
+        if (ph == 0) {
+            for (std::size_t q = 0; q < np; ++q)
+                part_sq[p * np + q] = grad_sum_squares(refs[q].g, part_begin(refs[q].count, p, parts),
+                                                       part_begin(refs[q].count, p + 1, parts));
+        } else if (ph == 1) {
+            if (p != 0) return;
+            for (std::size_t q = 0; q < np; ++q) {
+                double s = 0.0;
+                for (std::size_t k = 0; k < parts; ++k) s += part_sq[k * np + q];
+                sq[q] = s;
+            }
+            up.begin(sq);
+        } else {
+            for (std::size_t q = 0; q < np; ++q)
+                up.apply(q, refs[q].w, refs[q].g, part_begin(refs[q].count, p, parts),
+                         part_begin(refs[q].count, p + 1, parts), pu[p]);
+        }
+    };
+    run_phases(parts, 3, phase);
+    up.end();
+    UpdateSums all;
+    for (double v : sq) all.sq += v;
+    for (std::size_t p = 0; p < parts; ++p) {
+        all.finite = all.finite && pu[p].finite;
+        all.nan_delta |= pu[p].nan_delta;
+        all.delta = pu[p].delta > all.delta ? pu[p].delta : all.delta;
+    }
+    StepResult r = all.result(layers, loss);
+    r.lr = double(up.lr());
+    return r;
+}
+
 // The step in phases, for batches of up to team_rows_split() rows.  Phases: gather; forward, one
 // per layer (blocks of rows when the batch has more rows than the layer outputs, else of
 // columns); the loss (part 0); the last layer's mask and bias gradient (columns); then one per
@@ -64,7 +108,7 @@ StepResult team_result(const std::vector<DenseView<T>>& layers, double loss, con
 template <class T>
 StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
                      const std::int64_t* idx, std::size_t rows, T lr, std::size_t parts,
-                     const std::int64_t* next_idx = nullptr) {
+                     const std::int64_t* next_idx = nullptr, Updater<T>* up = nullptr) {
     parts = std::min(parts, kMaxParts);
     const std::size_t nl = layers.size();
     const std::size_t in0 = layers.front().in, outl = layers.back().out;
@@ -118,7 +162,7 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
             const auto& L = layers[nl - 1];
             dense_backward_dz(s.grad_in[nl - 1].data(), s.acts[nl - 1].data(), L.db, rows, L.out, L.act, lo(L.out),
                               hi(L.out));
-            if (L.b) pu[p].update(L.b + lo(L.out), L.db + lo(L.out), lr, hi(L.out) - lo(L.out));
+            if (L.b && !up) pu[p].update(L.b + lo(L.out), L.db + lo(L.out), lr, hi(L.out) - lo(L.out));
             return;
         }
         const std::size_t l = nl - 1 - (ph - nl - 3);  // backward, layer l (last first)
@@ -131,11 +175,11 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
             T* dx = s.grad_in[l - 1].data();
             dx_block(dx, g, L.k, rows, L.in, L.out, blas, i0, i1);
             dense_backward_dz(dx, s.acts[l - 1].data(), P.db, rows, P.out, P.act, i0, i1);
-            if (P.b) pu[p].update(P.b + i0, P.db + i0, lr, i1 - i0);
+            if (P.b && !up) pu[p].update(P.b + i0, P.db + i0, lr, i1 - i0);
         }
         const T* a = l ? s.acts[l - 1].data() : xb;
         dk_block(L.dk, a, g, rows, L.in, L.out, blas, i0, i1);
-        pu[p].update(L.k + i0 * L.out, L.dk + i0 * L.out, lr, (i1 - i0) * L.out);
+        if (!up) pu[p].update(L.k + i0 * L.out, L.dk + i0 * L.out, lr, (i1 - i0) * L.out);
         if (ahead && l == 0) {
             const std::size_t nchunks = (rows + kAheadRows - 1) / kAheadRows;
             for (std::size_t c; (c = next_chunk.fetch_add(1, std::memory_order_relaxed)) < nchunks;) {
@@ -147,6 +191,7 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
     };
     run_phases(parts, 2 * nl + 3, phase);
     s.next_valid = ahead;
+    if (up) return team_update(layers, double(loss), *up, parts);
     return team_result(layers, double(loss), pu, parts);
 }
 
@@ -156,7 +201,8 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
 // every parameter.  Two phases; each product of a part is a large one (W7: 4,096 rows).
 template <class T>
 StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
-                          const std::int64_t* idx, std::size_t rows, T lr, std::size_t parts) {
+                          const std::int64_t* idx, std::size_t rows, T lr, std::size_t parts,
+                          Updater<T>* up = nullptr) {
     parts = std::min(parts, kMaxParts);
     const std::size_t nl = layers.size();
     const std::size_t in0 = layers.front().in, outl = layers.back().out;
@@ -216,12 +262,12 @@ StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
         for (const auto& L : layers) {
             const std::size_t e0 = part_begin(L.in, p, parts) * L.out, e1 = part_begin(L.in, p + 1, parts) * L.out;
             add(L.dk, off, e0, e1);
-            pu[p].update(L.k + e0, L.dk + e0, lr, e1 - e0);
+            if (!up) pu[p].update(L.k + e0, L.dk + e0, lr, e1 - e0);
             off += L.in * L.out;
             if (L.b) {
                 const std::size_t o0 = part_begin(L.out, p, parts), o1 = part_begin(L.out, p + 1, parts);
                 add(L.db, off, o0, o1);
-                pu[p].update(L.b + o0, L.db + o0, lr, o1 - o0);
+                if (!up) pu[p].update(L.b + o0, L.db + o0, lr, o1 - o0);
                 off += L.out;
             }
         }
@@ -229,7 +275,9 @@ StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
     run_phases(parts, 2, phase);
     double sq_err = 0.0;
     for (std::size_t p = 0; p < parts; ++p) sq_err += part_sq[p];
-    return team_result(layers, double(T(sq_err / double(count))), pu, parts);
+    const double loss = double(T(sq_err / double(count)));
+    if (up) return team_update(layers, loss, *up, parts);
+    return team_result(layers, loss, pu, parts);
 }
 
 }  // namespace fg

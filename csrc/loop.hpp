@@ -30,6 +30,7 @@
 #include "fast_one_output.hpp"
 #include "fast_team.hpp"
 #include "fast_tiny.hpp"
+#include "optimizer.hpp"
 #include "rules.hpp"
 #include "runtime.hpp"
 #include "sampler.hpp"
@@ -41,10 +42,25 @@ namespace fg {
 // One SGD step, by the fastest path that applies; each gives the generic step's bits (the team's
 // may differ in the last places: fast_team.hpp).  next_idx: the next step's batch when the caller
 // knows it (the native loop), which the phased team step gathers early.
+// up: an optimizer other than plain SGD (optimizer.hpp), whose update replaces the fused one.
 template <class T>
 StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
                     const std::int64_t* idx, std::size_t rows, T lr, const TeamConfig& team,
-                    const std::int64_t* next_idx = nullptr) {
+                    const std::int64_t* next_idx = nullptr, Updater<T>* up = nullptr) {
+    if (up) {
+        if (team_applies(layers, rows, team)) {
+            if (rows > team.rows_split) return team_step_rows(s, layers, x, y, idx, rows, lr, team.parts, up);
+            return team_step(s, layers, x, y, idx, rows, lr, team.parts, next_idx, up);
+        }
+        s.next_valid = false;
+        if (idx) {
+            gather_rows(s.xb.data(), x, idx, rows, layers.front().in);
+            gather_rows(s.yb.data(), y, idx, rows, layers.back().out);
+            x = s.xb.data();
+            y = s.yb.data();
+        }
+        return serial_update(layers, *up, net_value_and_grad(s, layers, x, y, rows));
+    }
     if (one_output_applies(layers, rows)) {
         s.next_valid = false;
         switch (layers[0].in) {
@@ -67,7 +83,7 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
 // RecordMemory.
 template <class T>
 struct Records {
-    Grow<double> loss, norm, val_loss;
+    Grow<double> loss, norm, val_loss, lr;  // lr: with a schedule only
     Grow<std::int64_t> batches;
     std::vector<std::unique_ptr<Grow<T>>> weights;  // one per parameter
     Grow<long long> weight_steps, val_steps;
@@ -155,7 +171,8 @@ template <class T, class Step, class Poll>
 ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::int64_t* idx, Sampler* sampler,
                      std::size_t nsteps, std::size_t rows, std::vector<Rule>& rules, LoopState& st,
                      double* loss_out, double* gnorm_out, std::size_t every, T* const* wrec, long long* wsteps,
-                     std::size_t poll_every, Poll& poll, bool ahead = false, RunExtras<T>* ex = nullptr) {
+                     std::size_t poll_every, Poll& poll, bool ahead = false, RunExtras<T>* ex = nullptr,
+                     double* lr_out = nullptr) {
     ChunkResult out;
     std::size_t until_poll = poll_every;
     for (std::size_t i = 0; i < nsteps; ++i) {
@@ -171,6 +188,7 @@ ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::
         const StepResult r = step(bi, next);
         loss_out[i] = r.loss;
         gnorm_out[i] = r.grad_norm;
+        if (lr_out) lr_out[i] = r.lr;
         ++st.step;
         out.steps = i + 1;
         if (every && std::size_t(st.step) % every == 0) {
@@ -230,9 +248,9 @@ ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
                     std::int64_t* idx, Sampler* sampler, std::size_t nsteps, std::size_t rows, T lr,
                     const TeamConfig& team, std::vector<Rule>& rules, LoopState& st, double* loss_out,
                     double* gnorm_out, std::size_t every, T* const* wrec, long long* wsteps, std::size_t poll_every,
-                    Poll& poll, RunExtras<T>* ex = nullptr) {
+                    Poll& poll, RunExtras<T>* ex = nullptr, Updater<T>* up = nullptr, double* lr_out = nullptr) {
     const bool explicit_batches = idx && !sampler;
-    if (!ex && !explicit_batches && one_output_applies(layers, rows)) {
+    if (!ex && !up && !explicit_batches && one_output_applies(layers, rows)) {
         const DenseView<T>& L = layers[0];
         switch (L.in) {
 #define FG_TINY(IN)                                                                                          \
@@ -248,11 +266,11 @@ ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
         }
     }
     auto step = [&](const std::int64_t* bi, const std::int64_t* next) {
-        return net_step(s, layers, x, y, bi, rows, lr, team, next);
+        return net_step(s, layers, x, y, bi, rows, lr, team, next, up);
     };
     const bool ahead = sampler && idx && team_applies(layers, rows, team) && rows <= team.rows_split;
     const ChunkResult out = run_loop<T>(step, layers, idx, sampler, nsteps, rows, rules, st, loss_out, gnorm_out,
-                                        every, wrec, wsteps, poll_every, poll, ahead, ex);
+                                        every, wrec, wsteps, poll_every, poll, ahead, ex, lr_out);
     s.next_valid = false;  // a batch gathered ahead is used only by the run that drew it
     return out;
 }
@@ -314,9 +332,25 @@ class Net {
         return 0;
     }
 
+    // The optimizer of the next steps and runs: plain SGD (the fused update) unless set; the
+    // slot arrays are the caller's, kept alive by it.
+    void set_optimizer(const OptConfig& cfg, OptState<T> state) {
+        opt_ = cfg;
+        opt_state_ = std::move(state);
+    }
+    long long iterations() const { return opt_state_.iterations; }
+    bool plain() const { return opt_.plain(); }
+
     // One step (the Python loop's): idx holds rows() indices already checked, or is null.
     StepResult step(const T* x, const T* y, const std::int64_t* idx, T lr) {
-        return net_step(scratch_, layers_, x, y, idx, rows_, lr, TeamConfig::current());
+        if (opt_.plain()) {
+            StepResult r = net_step(scratch_, layers_, x, y, idx, rows_, lr, TeamConfig::current());
+            r.lr = double(lr);
+            ++opt_state_.iterations;
+            return r;
+        }
+        Updater<T> up(opt_, opt_state_);
+        return net_step(scratch_, layers_, x, y, idx, rows_, lr, TeamConfig::current(), nullptr, &up);
     }
 
     // The MSE of the current weights on n rows of (x, y): the validation loss both loops record.
@@ -363,6 +397,9 @@ class Net {
             ex.team = team;
         }
         ex.rec = &rec;
+        std::unique_ptr<Updater<T>> up;
+        if (!opt_.plain()) up = std::make_unique<Updater<T>>(opt_, opt_state_);
+        const bool record_lr = !opt_.plain() && opt_.schedule.kind != 0;
         ex.keep_best = spec.restore_best;
         ex.best_on_val = spec.restore_best && spec.best_on_val && spec.vx;
         if (ex.keep_best) ex.best_w.resize(np);
@@ -381,7 +418,7 @@ class Net {
             }
             const std::size_t nsteps = std::min(chunk, limit - done);
             if (!reserve(rec, done + nsteps, nsteps, spec.every) ||
-                (spec.vx && !reserve_val(rec, nsteps / ex.every + 2)))
+                (spec.vx && !reserve_val(rec, nsteps / ex.every + 2)) || (record_lr && !rec.lr.reserve(done + nsteps)))
                 return oom();
             std::int64_t* idx = gather_ ? rec.batches.data() + done * rows_ : nullptr;
             if (spec.batches) std::memcpy(idx, spec.batches + done * rows_, nsteps * rows_ * sizeof(std::int64_t));
@@ -391,13 +428,14 @@ class Net {
                 r = net_run(scratch_, layers_, x, y, idx, sampler, nsteps, rows_, lr, team, rules_, state_,
                             rec.loss.data() + done, rec.norm.data() + done, spec.every, wp.data(),
                             spec.every ? rec.weight_steps.data() + rec.recorded : nullptr, poll_every, poll,
-                            extras ? &ex : nullptr);
+                            extras ? &ex : nullptr, up.get(), record_lr ? rec.lr.data() + done : nullptr);
             } catch (const std::bad_alloc&) {  // the team's buffers for a step ahead, or the best weights
                 rec.failed_bytes = 0;
                 return oom();
             }
             rec.steps += r.steps;
             rec.recorded += r.recorded;
+            if (opt_.plain()) opt_state_.iterations += static_cast<long long>(r.steps);  // (Updater::end counts the rest)
             if (r.stop != -1) break;
             if (poll()) {
                 r.stop = -3;
@@ -456,6 +494,8 @@ class Net {
     std::vector<DenseView<T>> layers_;
     std::vector<std::vector<T>> dk_, db_;
     NetScratch<T> scratch_, val_scratch_;
+    OptConfig opt_;
+    OptState<T> opt_state_;
     std::vector<Rule> rules_;
     LoopState state_;
     std::size_t rows_;

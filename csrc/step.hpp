@@ -37,6 +37,7 @@ struct StepResult {
     double weight_delta;  // max |θ_t − θ_{t−1}| over every parameter
     int bad_grad;         // index (get_weights order) of the first non-finite gradient, or -1
     int bad_weight;       // index of the first non-finite parameter after the update, or -1
+    double lr = 0.0;      // the learning rate the update used (set by the optimizers' path)
 };
 
 // Scratch for a fixed number of batch rows.  acts[l] is (rows, out_l); grad_in[l] is dL/d(output of

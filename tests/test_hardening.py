@@ -125,6 +125,14 @@ def strict_core(monkeypatch):
                 check("Net.validate", args)
                 return self._net.validate(*args)
 
+            def set_optimizer(self, kind, params, schedule, slots, iterations):
+                check("Net.set_optimizer", [a for kind_ in slots for a in kind_])
+                self._net.set_optimizer(kind, params, schedule, slots, iterations)
+
+            @property
+            def iterations(self):
+                return self._net.iterations
+
         monkeypatch.setattr(_core, name, Checked)
 
 
@@ -255,6 +263,13 @@ class _FailingNet:
 
     def rebind(self, params):
         self._net.rebind(params)
+
+    def set_optimizer(self, *args):
+        self._net.set_optimizer(*args)
+
+    @property
+    def iterations(self):
+        return self._net.iterations
 
     def step(self, *args):
         out = self._net.step(*args)

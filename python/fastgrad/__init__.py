@@ -11,7 +11,7 @@ import types
 
 import numpy as _np  # noqa: F401  (loads NumPy's OpenBLAS, which _core then shares)
 
-from . import _blas, _core, ops, stop
+from . import _blas, _core, ops, schedules, stop
 from ._core import __version__
 
 _blas.select()
@@ -20,7 +20,7 @@ from .gradients import value_and_grad
 from .io import load
 from .layers import Dense, Sequential
 from .metrics import evaluate
-from .optimizers import SGD
+from .optimizers import SGD, Adam
 from .results import DivergenceError, DivergenceWarning, FitResult, History
 from .training import fit
 
@@ -30,6 +30,8 @@ __all__ = [
     "value_and_grad",
     "fit",
     "SGD",
+    "Adam",
+    "schedules",
     "FitResult",
     "History",
     "DivergenceWarning",

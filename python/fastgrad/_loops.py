@@ -56,6 +56,8 @@ class RunPlan:
     best_on_val: bool = False
     progress: Any = None  # a tqdm bar, or None
     progress_every: int = 0
+    schedule: bool = False  # the rate changes step by step: record it
+    optimizer: Any = None  # the fastgrad.optimizers.Optimizer of the run
 
 
 def native_rules(rules, epoch_steps: int = 1) -> Optional[Tuple[List[Tuple[int, float, int]], List[bool]]]:
@@ -193,6 +195,7 @@ class Records:
         self.rows = 0  # rows recorded in all
         self.val_loss: List[float] = []
         self.val_steps: List[int] = []
+        self.lr: List[float] = []
         if every:
             self._row_bytes = sum(p.nbytes for p in params) + 8
             self._new_block(max(1, min(max_rows, self.FIRST_ROWS_BYTES // self._row_bytes)))
@@ -227,6 +230,8 @@ class Records:
         if batch_size is not None:
             batches = np.concatenate(self.chunks)[:steps].copy() if self.chunks else np.empty((0, batch_size), np.int64)
         h = History(loss=loss, grad_norm=norm, batches=batches)
+        if self.lr:
+            h.learning_rate = np.array(self.lr[:steps], dtype=np.float64)
         if self.val_steps:
             h.val_loss = np.array(self.val_loss, dtype=np.float64)
             h.val_steps = np.array(self.val_steps, dtype=np.int64)
@@ -306,7 +311,9 @@ def python_loop(net, x, y, stream, rules, callbacks, rec: Records, names, model,
                     idx = chunk[ci]
                     ci += 1
                 # 2-5. forward, loss, backward, update (one compiled step)
-                loss, gnorm, delta, bad_g, bad_w = step_fn(x, y, idx, lr)
+                loss, gnorm, delta, bad_g, bad_w, lr_used = step_fn(x, y, idx, lr)
+                if plan.schedule:
+                    rec.lr.append(lr_used)
                 losses.append(loss)
                 norms.append(gnorm)
                 t += 1
@@ -330,7 +337,7 @@ def python_loop(net, x, y, stream, rules, callbacks, rec: Records, names, model,
                     rec.val_steps.append(t)
                 if best is not None and (not best_on_val or val is not None):
                     best.offer(val if best_on_val else loss, t)
-                state = StepState(t, loss, prev_loss, gnorm, delta, model, val, plan.epoch_steps)
+                state = StepState(t, loss, prev_loss, gnorm, delta, model, val, plan.epoch_steps, lr_used)
                 for cb in callbacks:
                     cb(state)  # (what a callback returns is not looked at)
                 for r in rules:
@@ -383,7 +390,7 @@ def native_loop(net, x, y, draw, shuffle, rules, native, params, initial, layers
     progress = None if bar is None else (lambda steps: bar.update(steps - bar.n))
     try:
         (steps, code, bad_g, bad_w, loss, norm, batches, w_rows, w_steps, val_loss, val_steps,
-         best_step) = net.fit_run(
+         best_step, lrs) = net.fit_run(
             x, y, draw, shuffle, plan.lr, native[0], every, catch_sigint_here(), val_rules=native[1],
             batches=plan.batches, validation=plan.validation, val_every=plan.validate_every,
             restore_best=plan.restore_best, best_on_val=plan.best_on_val, progress=progress,
@@ -400,7 +407,7 @@ def native_loop(net, x, y, draw, shuffle, rules, native, params, initial, layers
         stopped_by = BATCHES_EXHAUSTED
     else:
         stopped_by = "interrupted"
-    h = History(loss, norm, batches, val_loss=val_loss, val_steps=val_steps)
+    h = History(loss, norm, batches, val_loss=val_loss, val_steps=val_steps, learning_rate=lrs)
     if every:
         w_steps = np.concatenate([np.zeros(1, np.int64), w_steps])
         weights = [np.concatenate([w0[None], w]) for w0, w in zip(initial, w_rows)]

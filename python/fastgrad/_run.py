@@ -45,6 +45,12 @@ def run(model, layers: List[Dense], x: np.ndarray, y: np.ndarray, *, use_native:
             batch_size, sampling, seed = plan.batch_size, plan.sampling, plan.seed
             rows = x.shape[0] if batch_size is None else batch_size
             net_entry = _net_for(layers, params, rows, batch_size is not None)
+            opt = plan.optimizer
+            opt._check_state_for(model, params)  # (again: the model may have been built just now)
+            slots = opt._slots_for(model, params)
+            saved = ([[a.copy() for a in kind] for kind in slots], opt.iterations)
+            kind, opt_params, rate = opt._native_config() if not opt._plain() else (0, _PLAIN, (0, plan.lr))
+            net_entry[2].set_optimizer(kind, opt_params, rate, slots, opt.iterations)
             start = time.perf_counter()
             if use_native:
                 n = x.shape[0]
@@ -65,14 +71,24 @@ def run(model, layers: List[Dense], x: np.ndarray, y: np.ndarray, *, use_native:
                                                                 param_names(layers), model, plan)
                 steps, history = rec.steps, rec.history(params, batch_size)
             seconds = time.perf_counter() - start
+            opt.iterations = net_entry[2].iterations
         except (MemoryError, RuleReturnError):
             _put_back(layers, params, initial, unbuilt)
+            if net_entry is not None:  # the optimizer's state too
+                for kind, was in zip(opt._slots or [], saved[0]):
+                    for a, w in zip(kind, was):
+                        np.copyto(a, w)
+                opt.iterations = saved[1]
             raise
     finally:
         unmark(layers, owner)  # first: nothing before it in this block can fail and leave the mark
         if net_entry is not None:
             _keep_net(layers, net_entry)
     return stopped_by, steps, history, divergence, params, initial, seconds, best_step
+
+
+# plain SGD's settings for Net.set_optimizer: no momentum, decay or clip
+_PLAIN = (0.0, False, -1.0, -1.0, -1.0, -1.0, 0.0, 0.0, 0.0, False)
 
 
 def _put_back(layers: List[Dense], params: List[np.ndarray], initial: List[np.ndarray], unbuilt: List[Dense]) -> None:

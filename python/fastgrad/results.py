@@ -53,6 +53,8 @@ class History:
         at the initial weights, then after every ``validate_every``-th step and after the last;
         None without validation data.
     val_steps : (k,) the step after which each validation loss was computed (0: before training).
+    learning_rate : (steps,) the learning rate of each step's update, when it changes (a
+        schedule); None for a constant rate.
     """
 
     loss: np.ndarray
@@ -62,6 +64,7 @@ class History:
     weight_steps: Optional[np.ndarray] = None
     val_loss: Optional[np.ndarray] = None
     val_steps: Optional[np.ndarray] = None
+    learning_rate: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.loss)
@@ -96,6 +99,10 @@ class FitResult:
     samples : the number of samples (rows of x) the run trained on.
     best_step : with ``restore_best=True``, the step after which the weights the run ended on
         were taken (the best monitored value); None otherwise, or when no step qualified.
+    optimizer : the optimizer as the run started: ``{"class", "config" (Keras's argument names),
+        "learning_rate" (a float, or {"class", "config"} of a schedule), "iterations"}``, what
+        ``fastgrad.oracle.replay`` configures Keras's optimizer from.
+    learning_rate : the rate of the first step.
     """
 
     stopped_by: str
@@ -114,6 +121,7 @@ class FitResult:
     loop: str = "python"
     samples: Optional[int] = None
     best_step: Optional[int] = None
+    optimizer: Optional[dict] = field(default=None, repr=False)
     _data: Any = field(default=None, repr=False, compare=False)
     _final_loss: Optional[float] = field(default=None, repr=False, compare=False)
 

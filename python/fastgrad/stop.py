@@ -59,13 +59,15 @@ class StepState:
     val_loss : the validation loss after this step's update, when the run validated after this
         step (``fit(..., validation_data=...)``), else None.
     epoch_steps : the steps in an epoch of this run (ceil(samples / batch); 1 for full batch).
+    learning_rate : the learning rate of this step's update.
     """
 
-    __slots__ = ("step", "loss", "prev_loss", "grad_norm", "weight_delta", "model", "val_loss", "epoch_steps")
+    __slots__ = ("step", "loss", "prev_loss", "grad_norm", "weight_delta", "model", "val_loss", "epoch_steps",
+                 "learning_rate")
 
     def __init__(self, step: int, loss: float, prev_loss: Optional[float], grad_norm: float,
                  weight_delta: float, model: Any = None, val_loss: Optional[float] = None,
-                 epoch_steps: int = 1) -> None:
+                 epoch_steps: int = 1, learning_rate: Optional[float] = None) -> None:
         self.step = step
         self.loss = loss
         self.prev_loss = prev_loss
@@ -74,6 +76,7 @@ class StepState:
         self.model = model
         self.val_loss = val_loss
         self.epoch_steps = epoch_steps
+        self.learning_rate = learning_rate
 
     def __repr__(self) -> str:
         return (f"StepState(step={self.step}, loss={self.loss!r}, prev_loss={self.prev_loss!r}, "

@@ -20,7 +20,8 @@ from ._validation import (aligned, available_memory, data, human_bytes, nonneg_f
                           positive_int)
 from .gradients import _prepare
 from .layers import Dense, Model, _layers_of
-from .optimizers import SGD
+from .optimizers import SGD, Optimizer
+from .schedules import LearningRateSchedule
 # (History and the others are names here too: results pickled when they lived here refer to them)
 from .results import DivergenceError, DivergenceWarning, FitResult, History, _keep_data  # noqa: F401
 
@@ -43,7 +44,7 @@ def fit(
     model: Model,
     x: ArrayLike,
     y: ArrayLike,
-    optimizer: Optional[SGD] = None,
+    optimizer: Optional[Optimizer] = None,
     batch_size: Optional[int] = None,
     sampling: str = "random",
     stop: Union[_StopRule, Sequence[_StopRule], None] = None,
@@ -66,7 +67,9 @@ def fit(
         Converted to the model's dtype (complex, strings and masked arrays are refused); copied
         when they share memory with a parameter, which the run changes.  An unbuilt model is
         built from the width of ``x``.
-    optimizer : ``SGD(learning_rate)``; default ``SGD(0.01)``.
+    optimizer : :class:`~fastgrad.SGD` or :class:`~fastgrad.Adam` (Keras 3's rules, clipping,
+        weight decay, schedules); default ``SGD(0.01)``.  Its state (``iterations``, momentum,
+        velocities) carries over to the next fit with it.
     batch_size : None for full-batch gradient descent, or k samples a step.
     sampling : "random" (each step draws its batch anew, as the walkthrough does) or
         "shuffle" (epochs of a fresh permutation).
@@ -113,6 +116,8 @@ def fit(
     """
     # ---- validate: every argument before anything changes --------------------------------------
     layers = _layers_of(model)
+    if optimizer is None:
+        optimizer = SGD()
     lr = _check_optimizer(optimizer)
     check_sampling(sampling)
     batch_size = positive_int("batch_size", batch_size, allow_none=True)
@@ -126,6 +131,7 @@ def fit(
         raise ValueError(f"loop: expected 'auto', 'python' or 'native', got {loop!r}")
     layers, x, y = _prepare(model, x, y, build=False, writeable=True)
     x, y = _unaliased(x, y, layers)
+    optimizer._check_state_for(model, [w for layer in layers for w in layer._params()] if layers[0].built else None)
     dtype = layers[0].dtype
     _check_lr_in(lr, dtype)
     n = x.shape[0]
@@ -157,7 +163,9 @@ def fit(
     plan = _loops.RunPlan(
         lr=lr, batch_size=batch_size, sampling=sampling, seed=seed, every=every, max_rows=max_rows,
         epoch_steps=epoch_steps, batches=batches, validation=validation, validate_every=validate_every,
-        restore_best=bool(restore_best), best_on_val=validation is not None)
+        restore_best=bool(restore_best), best_on_val=validation is not None, optimizer=optimizer,
+        schedule=isinstance(optimizer.learning_rate, LearningRateSchedule))
+    described = _describe(optimizer)
 
     # ---- dispatch --------------------------------------------------------------------------------
     if progress:
@@ -185,6 +193,7 @@ def fit(
         loop="native" if use_native else "python",
         samples=n,
         best_step=best_step if best_step >= 0 else None,
+        optimizer=described,
         _data=_keep_data(x, y),
     )
     if divergence is not None:
@@ -200,12 +209,30 @@ _DTYPE_NAMES = {"f": "float32", "d": "float64"}
 # ---- the checks fit makes ------------------------------------------------------------------------
 
 def _check_optimizer(optimizer) -> float:
-    """The learning rate of ``optimizer`` (SGD() when None), checked again: it may have been changed."""
-    if optimizer is None:
-        optimizer = SGD()
-    if not isinstance(optimizer, SGD):
-        raise TypeError(f"optimizer: expected fastgrad.SGD, got {type(optimizer).__name__}")
-    return positive_float("optimizer.learning_rate", optimizer.learning_rate)
+    """The learning rate of ``optimizer``'s first update, its rate checked again (it may have been
+    changed since it was made)."""
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise TypeError(f"optimizer: expected an optimizer, got the class {optimizer.__name__}; make one, "
+                        f"e.g. {optimizer.__name__}(0.01)")
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer: expected fastgrad.SGD or fastgrad.Adam, got {type(optimizer).__name__}")
+    rate = optimizer.learning_rate
+    if isinstance(rate, LearningRateSchedule):
+        return float(rate(optimizer.iterations))
+    return positive_float("optimizer.learning_rate", rate)
+
+
+def _describe(optimizer: Optimizer) -> dict:
+    """The optimizer as the run starts, in Keras's terms (what oracle.replay builds Keras's from)."""
+    rate = optimizer.learning_rate
+    if isinstance(rate, LearningRateSchedule):
+        cfg = {k: v for k, v in vars(rate).items() if not k.startswith("_")}
+        lr: Any = {"class": type(rate).__name__, "config": cfg}
+    else:
+        lr = float(rate)
+    config = {name: getattr(optimizer, name) for name in optimizer._shown()}
+    return {"class": type(optimizer).__name__, "config": config, "learning_rate": lr,
+            "iterations": optimizer.iterations}
 
 
 def _check_rules(stop) -> list:
