@@ -171,12 +171,12 @@ class PyNet {
 
     // The optimizer of the next steps and runs (optimizer.hpp): kind 0 SGD, 1 Adam; params
     // (momentum, nesterov, weight_decay, clipnorm, clipvalue, global_clipnorm, beta_1, beta_2,
-    // epsilon, amsgrad), -1 for an option not set; schedule as schedule_of reads it; slots[k][p]:
+    // epsilon, amsgrad[, l2]), -1 for an option not set; schedule as schedule_of reads it; slots[k][p]:
     // slot k of parameter p (the optimizer object's arrays, updated in place); iterations so far.
     void set_optimizer(int kind, const py::tuple& params, const py::tuple& schedule, const py::list& slots,
                        long long iterations) {
         if (kind != 0 && kind != 1) fail("kind: expected 0 (SGD) or 1 (Adam), got " + std::to_string(kind));
-        if (params.size() != 10) fail("params: expected 10 values");
+        if (params.size() != 10 && params.size() != 11) fail("params: expected 10 or 11 values");
         fg::OptConfig cfg;
         cfg.kind = static_cast<fg::OptKind>(kind);
         cfg.momentum = params[0].cast<double>();
@@ -189,6 +189,7 @@ class PyNet {
         cfg.beta2 = params[7].cast<double>();
         cfg.epsilon = params[8].cast<double>();
         cfg.amsgrad = params[9].cast<bool>();
+        if (params.size() == 11) cfg.l2 = params[10].cast<double>();
         cfg.schedule = schedule_of(schedule);
         if (iterations < 0) fail("iterations: expected >= 0");
         if (py::len(slots) != std::size_t(cfg.slots()))

@@ -67,9 +67,11 @@ StepResult team_update(const std::vector<DenseView<T>>& layers, double loss, Upd
     UpdateSums pu[kMaxParts];
     auto phase = [&](std::size_t ph, std::size_t p) noexcept {
         if (ph == 0) {
-            for (std::size_t q = 0; q < np; ++q)
-                part_sq[p * np + q] = grad_sum_squares(refs[q].g, part_begin(refs[q].count, p, parts),
-                                                       part_begin(refs[q].count, p + 1, parts));
+            for (std::size_t q = 0; q < np; ++q) {
+                const std::size_t e0 = part_begin(refs[q].count, p, parts), e1 = part_begin(refs[q].count, p + 1, parts);
+                add_l2(up.config(), refs[q], e0, e1);
+                part_sq[p * np + q] = grad_sum_squares(refs[q].g, e0, e1);
+            }
         } else if (ph == 1) {
             if (p != 0) return;
             for (std::size_t q = 0; q < np; ++q) {

@@ -2,6 +2,8 @@
 // apply -> _clip_gradients -> _apply_weight_decay -> update_step; sgd.py, adam.py), and Keras's
 // learning-rate schedules (schedules/learning_rate_schedule.py), in the model's dtype T:
 //
+//   g  = g + l2 * w               kernels only, with l2 set (coupled L2, as scikit-learn's alpha;
+//                                 not a Keras option); before everything below
 //   g' = clip(g)                  clipnorm: g * c / max(||g||, c) per tensor; global_clipnorm:
 //                                 g * c * min(1/||all||, 1/c); clipvalue: min(max(g, -c), c)
 //   w  = w - w * wd * lr          weight decay (before the rule, with the step's rate)
@@ -82,13 +84,14 @@ struct OptConfig {
     double momentum = 0.0;
     bool nesterov = false;
     double weight_decay = -1.0, clipnorm = -1.0, clipvalue = -1.0, global_clipnorm = -1.0;
+    double l2 = -1.0;  // coupled L2 on the kernels' gradients
     double beta1 = 0.9, beta2 = 0.999, epsilon = 1e-7;
     bool amsgrad = false;
     Schedule schedule;
 
     bool plain() const {
         return kind == OptKind::sgd && momentum == 0.0 && weight_decay < 0 && clipnorm <= 0 && clipvalue <= 0 &&
-               global_clipnorm <= 0 && schedule.kind == 0;
+               global_clipnorm <= 0 && l2 < 0 && schedule.kind == 0;
     }
     // slot arrays per parameter: SGD's momentum, Adam's m, v (and vhat)
     int slots() const { return kind == OptKind::adam ? (amsgrad ? 3 : 2) : (momentum != 0.0 ? 1 : 0); }
@@ -139,6 +142,7 @@ class Updater {
     }
 
     T lr() const { return lr_; }
+    const OptConfig& config() const { return cfg_; }
 
     // Elements [e0, e1) of parameter p: w and its gradient g; u takes the largest change and
     // whether every new weight is finite.
@@ -197,21 +201,30 @@ class Updater {
     std::vector<T> num_, den_;
 };
 
-// Every parameter's (weight, gradient, count), in get_weights() order.
+// Every parameter's (weight, gradient, count, whether a kernel), in get_weights() order.
 template <class T>
 struct ParamRef {
     T* w;
-    const T* g;
+    T* g;
     std::size_t count;
+    bool kernel;
 };
 template <class T>
 std::vector<ParamRef<T>> param_refs(const std::vector<DenseView<T>>& layers) {
     std::vector<ParamRef<T>> out;
     for (const auto& L : layers) {
-        out.push_back({L.k, L.dk, L.in * L.out});
-        if (L.b) out.push_back({L.b, L.db, L.out});
+        out.push_back({L.k, L.dk, L.in * L.out, true});
+        if (L.b) out.push_back({L.b, L.db, L.out, false});
     }
     return out;
+}
+
+// The coupled L2 term on a block of a kernel's gradient: g += l2 * w.
+template <class T>
+void add_l2(const OptConfig& cfg, const ParamRef<T>& r, std::size_t e0, std::size_t e1) {
+    if (cfg.l2 < 0 || !r.kernel) return;
+    const T l2 = T(cfg.l2);
+    for (std::size_t e = e0; e < e1; ++e) r.g[e] = r.g[e] + l2 * r.w[e];
 }
 
 // The sum of squares of a gradient block, in double, in kernels.hpp's lane order.
@@ -235,6 +248,7 @@ StepResult serial_update(const std::vector<DenseView<T>>& layers, Updater<T>& up
     std::vector<double> sq(refs.size());
     UpdateSums u;
     for (std::size_t p = 0; p < refs.size(); ++p) {
+        add_l2(up.config(), refs[p], 0, refs[p].count);
         sq[p] = grad_sum_squares(refs[p].g, 0, refs[p].count);
         u.sq += sq[p];
     }

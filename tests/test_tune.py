@@ -24,6 +24,8 @@ OPTIMIZERS = {
     "exponential": lambda: fg.SGD(schedules.ExponentialDecay(0.05, 10, 0.9)),
     "inverse_time_staircase": lambda: fg.Adam(schedules.InverseTimeDecay(0.02, 7, 0.5, staircase=True)),
     "piecewise": lambda: fg.SGD(schedules.PiecewiseConstantDecay([10, 20], [0.05, 0.02, 0.01]), momentum=0.5),
+    "l2_momentum": lambda: fg.SGD(0.02, momentum=0.9, l2=0.01),
+    "l2_adam": lambda: fg.Adam(0.01, l2=0.01),
     "cosine_warmup": lambda: fg.Adam(schedules.CosineDecay(0.001, 30, alpha=0.1, warmup_target=0.02, warmup_steps=5)),
 }
 
@@ -173,3 +175,21 @@ def test_fit_refuses_something_else_than_an_optimizer():
         fg.fit(two_layer(), x, y, optimizer="adam")
     with pytest.raises(TypeError, match="got the class Adam"):
         fg.fit(two_layer(), x, y, optimizer=fg.Adam)
+
+
+def test_l2_adds_l2_times_each_kernel_to_its_gradient():
+    """The coupled L2 option (scikit-learn's alpha / batch): one step of plain SGD with it is
+    w - lr * (g + l2 * w) on the kernels and w - lr * g on the biases."""
+    x, y = data(dtype=np.float64)
+    m = two_layer(np.float64)
+    m.build(4)
+    w0 = [w.copy() for w in m.get_weights()]
+    _, grads = fg.value_and_grad(m, x[:4], y[:4])
+    fg.fit(m, x, y, optimizer=fg.SGD(0.1, l2=0.5), batches=np.arange(4)[None], loop="native")
+    kernel = [True, False, True, False]
+    for w, w_0, g, k in zip(m.get_weights(), w0, grads, kernel):
+        want = w_0 - 0.1 * ((g + 0.5 * w_0) if k else g)
+        np.testing.assert_allclose(w, want, rtol=L2_RTOL, atol=0)
+
+
+L2_RTOL = 1e-14  # float64: the same operations, rounded once or twice more

@@ -57,8 +57,11 @@ class Optimizer:
 
     def __init__(self, learning_rate: LearningRate, weight_decay: Optional[float] = None,
                  clipnorm: Optional[float] = None, clipvalue: Optional[float] = None,
-                 global_clipnorm: Optional[float] = None) -> None:
+                 global_clipnorm: Optional[float] = None, l2: Optional[float] = None) -> None:
         self.learning_rate = _check_learning_rate(learning_rate)
+        # coupled L2 (not a Keras option): l2 * w added to each kernel's gradient before the
+        # update, as scikit-learn's alpha / batch size (fastgrad.sklearn uses it)
+        self.l2 = None if l2 is None else _nonneg("l2", l2)
         self.weight_decay = None if weight_decay is None else _nonneg("weight_decay", weight_decay)
         self.clipnorm = _optional_positive("clipnorm", clipnorm)
         self.clipvalue = _optional_positive("clipvalue", clipvalue)
@@ -115,10 +118,7 @@ class Optimizer:
         raise NotImplementedError
 
     def _common(self) -> Tuple[float, float, float, float]:
-        def n(v):
-            return -1.0 if v is None else float(v)
-
-        return n(self.weight_decay), n(self.clipnorm), n(self.clipvalue), n(self.global_clipnorm)
+        return _n(self.weight_decay), _n(self.clipnorm), _n(self.clipvalue), _n(self.global_clipnorm)
 
     def _rate_config(self) -> Tuple:
         lr = self.learning_rate
@@ -135,10 +135,14 @@ class Optimizer:
         return f"{type(self).__name__}({', '.join(args)})"
 
     def _shown(self) -> Tuple[str, ...]:
-        return ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm")
+        return ("weight_decay", "clipnorm", "clipvalue", "global_clipnorm", "l2")
 
 
-_DEFAULTS = {"momentum": 0.0, "nesterov": False, "weight_decay": None, "clipnorm": None, "clipvalue": None,
+def _n(v) -> float:
+    return -1.0 if v is None else float(v)
+
+
+_DEFAULTS = {"l2": None, "momentum": 0.0, "nesterov": False, "weight_decay": None, "clipnorm": None, "clipvalue": None,
              "global_clipnorm": None, "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "amsgrad": False}
 
 
@@ -174,24 +178,25 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate: LearningRate = 0.01, momentum: float = 0.0, nesterov: bool = False,
                  weight_decay: Optional[float] = None, clipnorm: Optional[float] = None,
-                 clipvalue: Optional[float] = None, global_clipnorm: Optional[float] = None) -> None:
+                 clipvalue: Optional[float] = None, global_clipnorm: Optional[float] = None,
+                 l2: Optional[float] = None) -> None:
         self.momentum = _fraction("momentum", momentum)
         if not isinstance(nesterov, (bool, np.bool_)):
             raise TypeError(f"nesterov: expected a bool, got {type(nesterov).__name__}")
         self.nesterov = bool(nesterov)
-        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, l2)
 
     def _slot_kinds(self) -> int:
         return 1 if self.momentum != 0 else 0
 
     def _plain(self) -> bool:
         return (self.momentum == 0 and self.weight_decay is None and self.clipnorm is None
-                and self.clipvalue is None and self.global_clipnorm is None
+                and self.clipvalue is None and self.global_clipnorm is None and self.l2 is None
                 and not isinstance(self.learning_rate, LearningRateSchedule))
 
     def _native_config(self) -> Tuple:
         wd, cn, cv, gcn = self._common()
-        return (0, (float(self.momentum), bool(self.nesterov), wd, cn, cv, gcn, 0.0, 0.0, 0.0, False),
+        return (0, (float(self.momentum), bool(self.nesterov), wd, cn, cv, gcn, 0.0, 0.0, 0.0, False, _n(self.l2)),
                 self._rate_config())
 
     def _shown(self) -> Tuple[str, ...]:
@@ -215,14 +220,14 @@ class Adam(Optimizer):
     def __init__(self, learning_rate: LearningRate = 0.001, beta_1: float = 0.9, beta_2: float = 0.999,
                  epsilon: float = 1e-7, amsgrad: bool = False, weight_decay: Optional[float] = None,
                  clipnorm: Optional[float] = None, clipvalue: Optional[float] = None,
-                 global_clipnorm: Optional[float] = None) -> None:
+                 global_clipnorm: Optional[float] = None, l2: Optional[float] = None) -> None:
         self.beta_1 = _fraction("beta_1", beta_1)
         self.beta_2 = _fraction("beta_2", beta_2)
         self.epsilon = positive_float("epsilon", epsilon)
         if not isinstance(amsgrad, (bool, np.bool_)):
             raise TypeError(f"amsgrad: expected a bool, got {type(amsgrad).__name__}")
         self.amsgrad = bool(amsgrad)
-        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm)
+        super().__init__(learning_rate, weight_decay, clipnorm, clipvalue, global_clipnorm, l2)
 
     def _slot_kinds(self) -> int:
         return 3 if self.amsgrad else 2  # momentums, velocities (, velocity_hats)
@@ -230,7 +235,7 @@ class Adam(Optimizer):
     def _native_config(self) -> Tuple:
         wd, cn, cv, gcn = self._common()
         return (1, (0.0, False, wd, cn, cv, gcn, float(self.beta_1), float(self.beta_2), float(self.epsilon),
-                    bool(self.amsgrad)), self._rate_config())
+                    bool(self.amsgrad), _n(self.l2)), self._rate_config())
 
     def _shown(self) -> Tuple[str, ...]:
         return ("beta_1", "beta_2", "epsilon", "amsgrad") + super()._shown()

@@ -231,6 +231,8 @@ def _describe(optimizer: Optimizer) -> dict:
     else:
         lr = float(rate)
     config = {name: getattr(optimizer, name) for name in optimizer._shown()}
+    if config.get("l2") is None:  # (not a Keras option: named only when set)
+        config.pop("l2", None)
     return {"class": type(optimizer).__name__, "config": config, "learning_rate": lr,
             "iterations": optimizer.iterations}
 
