@@ -217,6 +217,7 @@ class PyNet {
     }
 
     long long iterations() const { return net_->iterations(); }
+    bool plain() const { return net_->plain(); }
 
     // The validation loss at the current weights (what both loops record): the MSE on (x, y).
     double validate(const py::array& xa, const py::array& ya) {

@@ -158,10 +158,11 @@ void bind_dtype(py::module_& m, const char* net_name) {
         .def("set_optimizer", &PyNet<T>::set_optimizer, py::arg("kind"), py::arg("params"), py::arg("schedule"),
              py::arg("slots"), py::arg("iterations"))
         .def_property_readonly("iterations", &PyNet<T>::iterations)
+        .def_property_readonly("plain", &PyNet<T>::plain)
         .def("validate", &PyNet<T>::validate, py::arg("x").noconvert(), py::arg("y").noconvert())
         .def("fit_run", &PyNet<T>::fit_run, py::arg("x").noconvert(), py::arg("y").noconvert(), py::arg("draw"),
              py::arg("shuffle"), py::arg("learning_rate"), py::arg("rules"), py::arg("every"),
-             py::arg("catch_sigint") = true, py::kw_only(), py::arg("val_rules") = std::vector<bool>{},
+             py::arg("catch_sigint") = true, py::arg("val_rules") = std::vector<bool>{},
              py::arg("batches") = py::none(), py::arg("validation") = py::none(), py::arg("val_every") = 0,
              py::arg("restore_best") = false, py::arg("best_on_val") = false, py::arg("progress") = py::none(),
              py::arg("progress_every") = 0);

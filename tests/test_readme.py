@@ -71,6 +71,25 @@ def run_tour(with_oracle: bool = False) -> dict:
     return ns
 
 
+def test_the_sklearn_drop_in_gives_scikit_learns_numbers():
+    from sklearn.neural_network import MLPRegressor as SkMLP
+
+    ns = run_tour()
+    reg = ns["reg"]
+    sk = SkMLP(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=1000, random_state=0)
+    reg2 = type(reg)(hidden_layer_sizes=(16,), learning_rate_init=0.01, max_iter=1000, random_state=0)
+    reg2.fit(ns["x"], ns["y"])
+    sk.fit(ns["x"], ns["y"])
+    assert reg.n_iter_ < 1000  # the README's converged
+    assert reg2.n_iter_ == sk.n_iter_
+    reg = reg2
+    for a, b in zip(reg.coefs_ + reg.intercepts_, sk.coefs_ + sk.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=0, atol=SKLEARN_ATOL * np.abs(b).max())
+
+
+SKLEARN_ATOL = 1e-6  # relative to each tensor's largest value, as tests/test_sklearn.py holds it
+
+
 def test_the_judge_and_keep_tour_does_what_it_says():
     ns = run_tour()
     r, model = ns["judged"], ns["net"]

@@ -18,6 +18,7 @@ _blas.select()
 from .data import minmax
 from .gradients import value_and_grad
 from .io import load
+from .keras_io import from_keras
 from .layers import Dense, Sequential
 from .metrics import evaluate
 from .optimizers import SGD, Adam
@@ -39,6 +40,7 @@ __all__ = [
     "minmax",
     "evaluate",
     "load",
+    "from_keras",
     "ops",
     "stop",
     "oracle",

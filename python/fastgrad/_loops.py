@@ -390,11 +390,9 @@ def native_loop(net, x, y, draw, shuffle, rules, native, params, initial, layers
     progress = None if bar is None else (lambda steps: bar.update(steps - bar.n))
     try:
         (steps, code, bad_g, bad_w, loss, norm, batches, w_rows, w_steps, val_loss, val_steps,
-         best_step, lrs) = net.fit_run(
-            x, y, draw, shuffle, plan.lr, native[0], every, catch_sigint_here(), val_rules=native[1],
-            batches=plan.batches, validation=plan.validation, val_every=plan.validate_every,
-            restore_best=plan.restore_best, best_on_val=plan.best_on_val, progress=progress,
-            progress_every=plan.progress_every)
+         best_step, lrs) = net.fit_run(  # positional (keywords cost fit's fixed cost a µs or two)
+            x, y, draw, shuffle, plan.lr, native[0], every, catch_sigint_here(), native[1], plan.batches,
+            plan.validation, plan.validate_every, plan.restore_best, plan.best_on_val, progress, plan.progress_every)
     except MemoryError as e:  # the C++ says what it could not allocate and how big
         raise MemoryError(f"fit: {e}; the weights are as before the run") from None
     divergence = None

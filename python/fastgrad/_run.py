@@ -46,11 +46,17 @@ def run(model, layers: List[Dense], x: np.ndarray, y: np.ndarray, *, use_native:
             rows = x.shape[0] if batch_size is None else batch_size
             net_entry = _net_for(layers, params, rows, batch_size is not None)
             opt = plan.optimizer
-            opt._check_state_for(model, params)  # (again: the model may have been built just now)
-            slots = opt._slots_for(model, params)
-            saved = ([[a.copy() for a in kind] for kind in slots], opt.iterations)
-            kind, opt_params, rate = opt._native_config() if not opt._plain() else (0, _PLAIN, (0, plan.lr))
-            net_entry[2].set_optimizer(kind, opt_params, rate, slots, opt.iterations)
+            plain = opt._plain()
+            if plain:  # the fused update; iterations counted here (fit's fixed cost: no call when the Net is plain)
+                saved: tuple = ((), opt.iterations)
+                if not net_entry[2].plain:
+                    net_entry[2].set_optimizer(0, _PLAIN, (0, plan.lr), [], 0)
+            else:
+                opt._check_state_for(model, params)  # (again: the model may have been built just now)
+                slots = opt._slots_for(model, params)
+                saved = ([[a.copy() for a in kind] for kind in slots], opt.iterations)
+                kind, opt_params, rate = opt._native_config()
+                net_entry[2].set_optimizer(kind, opt_params, rate, slots, opt.iterations)
             start = time.perf_counter()
             if use_native:
                 n = x.shape[0]
@@ -71,7 +77,7 @@ def run(model, layers: List[Dense], x: np.ndarray, y: np.ndarray, *, use_native:
                                                                 param_names(layers), model, plan)
                 steps, history = rec.steps, rec.history(params, batch_size)
             seconds = time.perf_counter() - start
-            opt.iterations = net_entry[2].iterations
+            opt.iterations = saved[1] + steps if plain else net_entry[2].iterations
         except (MemoryError, RuleReturnError):
             _put_back(layers, params, initial, unbuilt)
             if net_entry is not None:  # the optimizer's state too

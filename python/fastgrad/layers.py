@@ -48,6 +48,12 @@ class _Keras:
 
         save(self, path, extra=extra)
 
+    def to_keras(self) -> Any:
+        """A ``keras.Sequential`` with the same layers and the same bits (needs the tf extra)."""
+        from .keras_io import to_keras
+
+        return to_keras(self)
+
 
 class Dense(_Keras):
     """A fully connected layer: ``y = act(x @ kernel + bias)``.

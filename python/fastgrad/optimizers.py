@@ -96,7 +96,8 @@ class Optimizer:
         its parameters, None while it is unbuilt)."""
         if not self._slot_kinds() or self._slots is None:
             return
-        bound = self._model_ref() if self._model_ref is not None else None
+        # (an unpickled optimizer is bound to no model: its slots go to the first that fits them)
+        bound = self._model_ref() if self._model_ref is not None else model
         same = bound is model and (params is None or len(self._slots[0]) == len(params) and all(
             s.shape == p.shape and s.dtype == p.dtype for s, p in zip(self._slots[0], params)))
         if not same:
@@ -109,8 +110,14 @@ class Optimizer:
         """The slot arrays (zeros the first time), bound to ``model``."""
         if self._slot_kinds() and self._slots is None:
             self._slots = [[np.zeros_like(p) for p in params] for _ in range(self._slot_kinds())]
+        if self._slots is not None and self._model_ref is None:
             self._model_ref = weakref.ref(model)
         return self._slots or []
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_model_ref"] = None  # a weak reference does not pickle; the model is bound again on use
+        return state
 
     def _native_config(self) -> Tuple:
         """(kind, (momentum, nesterov, weight_decay, clipnorm, clipvalue, global_clipnorm, beta_1,

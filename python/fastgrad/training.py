@@ -131,7 +131,8 @@ def fit(
         raise ValueError(f"loop: expected 'auto', 'python' or 'native', got {loop!r}")
     layers, x, y = _prepare(model, x, y, build=False, writeable=True)
     x, y = _unaliased(x, y, layers)
-    optimizer._check_state_for(model, [w for layer in layers for w in layer._params()] if layers[0].built else None)
+    if optimizer._slots is not None:  # (plain SGD never has any: fit's fixed cost)
+        optimizer._check_state_for(model, [w for layer in layers for w in layer._params()] if layers[0].built else None)
     dtype = layers[0].dtype
     _check_lr_in(lr, dtype)
     n = x.shape[0]
@@ -144,13 +145,13 @@ def fit(
     validation = _check_validation(validation_data, layers, x, y)
     epoch_steps = 1 if batch_size is None else -(-n // batch_size)
     validate_every = epoch_steps if validate_every is None else positive_int("validate_every", validate_every)
-    if validation is None:
+    if validation is None and rules and (len(rules) > 1 or type(rules[0]) is not _stop.MaxSteps):
         for i, r in enumerate(rules):
             if getattr(r, "monitor", "loss") == "val_loss":
                 raise ValueError(f"stop[{i}] ({_stop.rule_name(r)}): monitors val_loss, which needs validation_data")
-    if not isinstance(restore_best, (bool, np.bool_)):
+    if restore_best is not False and not isinstance(restore_best, (bool, np.bool_)):
         raise TypeError(f"restore_best: expected a bool, got {type(restore_best).__name__}")
-    if not isinstance(progress, (bool, np.bool_)):
+    if progress is not False and not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress: expected a bool, got {type(progress).__name__}")
     max_steps = _max_steps(rules, epoch_steps, batches)
     max_rows = _check_record_memory(every, max_steps, layers, x.shape[1])
@@ -225,6 +226,8 @@ def _check_optimizer(optimizer) -> float:
 def _describe(optimizer: Optimizer) -> dict:
     """The optimizer as the run starts, in Keras's terms (what oracle.replay builds Keras's from)."""
     rate = optimizer.learning_rate
+    if type(optimizer) is SGD and optimizer._plain():  # Keras's defaults but the rate (fit's fixed cost)
+        return {"class": "SGD", "config": {}, "learning_rate": rate, "iterations": optimizer.iterations}
     if isinstance(rate, LearningRateSchedule):
         cfg = {k: v for k, v in vars(rate).items() if not k.startswith("_")}
         lr: Any = {"class": type(rate).__name__, "config": cfg}
@@ -268,6 +271,8 @@ def _with_step_cap(rules: list, batches: Optional[np.ndarray]) -> list:
 
 def _max_steps(rules: list, epoch_steps: int, batches: Optional[np.ndarray]) -> int:
     """The most steps the run can make: its step caps, and the explicit batches."""
+    if batches is None and len(rules) == 1 and type(rules[0]) is _stop.MaxSteps:
+        return rules[0].n  # the common case in one test (fit's fixed cost)
     caps = [r.n for r in rules if isinstance(r, _stop.MaxSteps)]
     caps += [r.n * epoch_steps for r in rules if isinstance(r, _stop.MaxEpochs)]
     if batches is not None:
