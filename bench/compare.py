@@ -16,11 +16,21 @@ every contender; every contender records the loss of every step:
     W7  W6 with the full batch of 8192, 20 steps
         (W6, W7: their own step counts; --quick shortens every workload)
 
+Workloads of issue 16 (other optimizers; each peer uses its own library's optimizer):
+
+    W3m W3 with SGD momentum 0.9, lr 0.01: fastgrad, the C++ yardstick with momentum,
+        torch.optim.SGD(momentum=0.9), JAX with optax.sgd(momentum=0.9), Keras's SGD in tf.function
+    W6a W6 with Adam, lr 1e-3: fastgrad, torch.optim.Adam, Keras's Adam in tf.function
+        (issue 16's goal is fastgrad's W6a over its plain-SGD W6: fastgrad's W6 runs timed in turns
+        with W6a's give it, and W6's own, when run too, are quoted beside it)
+
 Contenders (``--only`` picks them by key; fastgrad always runs): fastgrad (``fit`` as users call
-it, the whole call timed), a plain C++ loop (yardstick, W1-W5), a NumPy loop (numpy), TensorFlow
-eager as the walkthrough writes it (tf_eager) and with ``tf.function`` (tf_function), PyTorch
-(torch), a JAX ``jit`` step (jax_jit) and the whole run in ``lax.scan`` (jax_scan, compile time
-not counted).  A peer that is not installed is skipped with a line saying so.
+it, the whole call timed; on W3m and W6a also its plain-SGD run of W3 or W6, fastgrad_sgd), a plain
+C++ loop (yardstick, W1-W5, W3m), a NumPy loop (numpy), TensorFlow eager as the walkthrough writes
+it (tf_eager) and with ``tf.function`` (tf_function), PyTorch (torch), a JAX ``jit`` step (jax_jit)
+and the whole run in ``lax.scan`` (jax_scan, compile time not counted).  A peer that is not
+installed is skipped with a line saying so; one that has no such optimizer, with a line under the
+workload.
 
 Each figure is the median µs per step over full runs (``rep``) or, for a run of several seconds,
 over five segments of one run (``seg``); contenders take their runs in turns.  For W6 and W7 the
@@ -76,13 +86,13 @@ from contenders import CONTENDERS, Contender, FastgradRunner  # noqa: E402
 from report import LEGEND, Table, blas_lines, closing_lines, error_line, machine_lines  # noqa: E402
 from report import summary_lines, target_lines  # noqa: E402
 from timing import Policy, measure_workload  # noqa: E402
-from workloads import ALL_WORKLOADS, full_loss, make_workload  # noqa: E402
+from workloads import ALL_WORKLOADS, canonical_id, full_loss, make_workload  # noqa: E402
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(
         prog="python bench/compare.py",
-        description="fastgrad's fit side by side with a C++ loop, NumPy, TensorFlow, PyTorch and JAX (issue 4).",
+        description="fastgrad's fit side by side with a C++ loop, NumPy, TensorFlow, PyTorch and JAX (issues 4, 16).",
     )
     ap.add_argument("--steps", type=int, default=None, help="steps for W1-W5 (default 10000; 1000 with --quick)")
     ap.add_argument("--workloads", default=",".join(ALL_WORKLOADS), help="comma-separated, e.g. W1,W3 (default all)")
@@ -93,10 +103,12 @@ def parse_args(argv=None):
                          "(yardstick,numpy,tf_eager,tf_function,torch,jax_jit,jax_scan)")
     ap.add_argument("--json", dest="json_out", default=None, help="also write every figure to this JSON file")
     args = ap.parse_args(argv)
-    ids = [s.strip().upper() for s in args.workloads.split(",") if s.strip()]
-    for i in ids:
-        if i not in ALL_WORKLOADS:
+    ids = []
+    for i in (s.strip() for s in args.workloads.split(",") if s.strip()):
+        wid = canonical_id(i)
+        if wid is None:
             ap.error(f"--workloads: unknown workload {i!r}; expected some of {', '.join(ALL_WORKLOADS)}")
+        ids.append(wid)
     args.ids = ids
     if args.steps is not None and args.steps < 1:
         ap.error("--steps: expected a positive number")
@@ -123,7 +135,7 @@ def main(argv=None) -> int:
     only = None if args.only is None else {s.strip() for s in args.only.split(",") if s.strip()}
     for make in CONTENDERS:
         c = make()
-        if only is not None and c.key != "fastgrad" and c.key not in only:
+        if only is not None and not c.key.startswith("fastgrad") and c.key not in only:
             continue
         try:
             ok, info = c.available()
@@ -147,6 +159,9 @@ def main(argv=None) -> int:
         out("")
         for line in table.head():
             out(line)
+        absent = [c.name for c in contenders if not c.supports(w)]
+        if absent and not w.opt.plain:
+            out(f"  not run on this optimizer: {', '.join(absent)}")
 
         def fail(c: Contender, e: Exception) -> None:
             """Called inside the ``except`` that caught ``e``, so that the traceback is printed."""
@@ -157,7 +172,7 @@ def main(argv=None) -> int:
         measured = measure_workload(w, contenders, policy, fail)
         for c, m in measured.contenders:
             runner = m.runner
-            is_fastgrad = isinstance(runner, FastgradRunner)
+            is_fastgrad = isinstance(runner, FastgradRunner)  # fastgrad's row, or its plain-SGD reference
             try:
                 tm = m.result()
                 if is_fastgrad:
@@ -170,8 +185,8 @@ def main(argv=None) -> int:
             if len(tm.losses) != w.steps:
                 errors.append(f"{w.id} {c.name}: recorded {len(tm.losses)} losses for {w.steps} steps")
             final = full_loss(w.layers, tm.weights, w.x, w.y)
-            label = f"{c.name} ({getattr(runner.result, 'loop', '?')} loop)" if is_fastgrad else c.name
-            out(table.add(c.key, label, tm, final, is_ref=is_fastgrad))
+            label = runner.row_label() if is_fastgrad else runner.label or c.name
+            out(table.add(c.key, label, tm, final, is_ref=c.key == "fastgrad", compare=runner.compare))
             sys.stdout.flush()
             summary.setdefault(w.id, {})[c.key] = table.rows[c.key]["median_us"]
         entry = {"title": w.title, "steps": w.steps, "initial_loss": w.loss0, "contenders": table.rows}

@@ -1,4 +1,5 @@
-"""pytest-benchmark: ``fastgrad.fit`` as users call it, on bench/compare.py's W1, W3 and W4 (bench/workloads.py).
+"""pytest-benchmark: ``fastgrad.fit`` as users call it, on bench/compare.py's W1, W3, W4 and W3m (W3 with
+momentum; bench/workloads.py).
 
     pytest bench/ --benchmark-only
 
@@ -26,7 +27,7 @@ def _never(state) -> bool:
 
 
 @pytest.mark.parametrize("loop", ["auto", "python_loop"])
-@pytest.mark.parametrize("wid", ["W1", "W3", "W4"])
+@pytest.mark.parametrize("wid", ["W1", "W3", "W4", "W3m"])
 def test_fit(benchmark, wid, loop):
     w = make_workload(wid, STEPS, quick=False)
     model = fg_model(w.layers)
@@ -37,7 +38,8 @@ def test_fit(benchmark, wid, loop):
         return (), {}
 
     def train():
-        return fg.fit(model, w.x, w.y, optimizer=fg.SGD(w.lr), batch_size=w.batch_size, stop=stop, seed=SEED)
+        opt = w.opt.fastgrad(w.lr)  # a fresh one each round: fastgrad's optimizers keep their state
+        return fg.fit(model, w.x, w.y, optimizer=opt, batch_size=w.batch_size, stop=stop, seed=SEED)
 
     result = benchmark.pedantic(train, setup=setup, rounds=ROUNDS, iterations=1, warmup_rounds=1)
     benchmark.extra_info.update(steps=STEPS, loop=getattr(result, "loop", "?"))

@@ -1,5 +1,6 @@
-"""The workloads W1-W7 of bench/compare.py: data, initial weights and batch indices, the same for
-every contender, and ``full_loss``, the one judge of every contender's final weights."""
+"""The workloads of bench/compare.py (W1-W7, plain SGD; W3m and W6a, issue 16's optimizers): data,
+initial weights, optimizer and batch indices, the same for every contender, and ``full_loss``, the
+one judge of every contender's final weights."""
 
 from __future__ import annotations
 
@@ -13,8 +14,33 @@ from fastgrad._batches import BatchStream
 from fastgrad.data import e6_data, e8_data
 
 SEED = 42  # seeds the batch draws of every workload
-ALL_WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+ISSUE4 = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")  # plain SGD
+ISSUE16 = ("W3m", "W6a")  # W3 with momentum, W6 with Adam
+ALL_WORKLOADS = ISSUE4 + ISSUE16
 SMALL = ("W1", "W2", "W3", "W4", "W5")
+
+
+@dataclass(frozen=True)
+class Opt:
+    """A workload's optimizer, with Keras 3's arguments and defaults (every contender builds its own
+    library's optimizer from it)."""
+
+    kind: str = "sgd"  # "sgd" | "adam"
+    momentum: float = 0.0  # sgd
+    beta_1: float = 0.9  # adam
+    beta_2: float = 0.999
+    epsilon: float = 1e-7
+
+    @property
+    def plain(self) -> bool:
+        """SGD without momentum: w -= lr * g."""
+        return self.kind == "sgd" and self.momentum == 0
+
+    def fastgrad(self, lr: float):
+        """A fresh fastgrad optimizer (fresh state: fastgrad keeps momentum and moments in it)."""
+        if self.kind == "adam":
+            return fg.Adam(lr, beta_1=self.beta_1, beta_2=self.beta_2, epsilon=self.epsilon)
+        return fg.SGD(lr, momentum=self.momentum)
 
 
 @dataclass
@@ -30,6 +56,9 @@ class Workload:
     steps: int
     batches: Optional[np.ndarray] = None  # (steps, batch) int64; None: full batch
     loss0: float = 0.0  # full-data loss at the initial weights (float64)
+    opt: Opt = Opt()
+    base: str = ""  # the issue-4 workload whose data and model this one trains (itself for W1-W7)
+    base_lr: float = 0.0  # that workload's learning rate (plain SGD)
 
     @property
     def rows(self) -> int:
@@ -72,7 +101,24 @@ def full_loss(layers, weights, x, y) -> float:
     return float(np.mean((a - y.astype(np.float64)) ** 2))
 
 
+def canonical_id(wid: str) -> Optional[str]:
+    """``wid`` as ALL_WORKLOADS spells it ("w3M" -> "W3m"), or None."""
+    return {k.upper(): k for k in ALL_WORKLOADS}.get(wid.strip().upper())
+
+
 def make_workload(wid: str, small_steps: int, quick: bool) -> Workload:
+    """W1-W7; W3m is W3 with SGD momentum 0.9 at lr 0.01 (W3's lr 0.1 diverges with momentum),
+    W6a is W6 with Adam at lr 1e-3 (Keras's defaults otherwise)."""
+    if wid in ISSUE16:
+        w = make_workload(wid[:2], small_steps, quick)
+        w.id, w.base, w.base_lr = wid, wid[:2], w.lr
+        if wid == "W3m":
+            w.lr, w.opt = 0.01, Opt("sgd", momentum=0.9)
+            w.title = w.title.replace("lr 0.1", "SGD momentum 0.9, lr 0.01")
+        else:
+            w.lr, w.opt = 1e-3, Opt("adam")
+            w.title = w.title.replace("lr 0.01", "Adam (Keras's defaults), lr 1e-3")
+        return w
     f32 = np.float32
     if wid in ("W1", "W2"):
         if wid == "W1":
@@ -122,7 +168,8 @@ def make_workload(wid: str, small_steps: int, quick: bool) -> Workload:
     else:
         raise ValueError(f"--workloads: unknown workload {wid!r}; expected some of {', '.join(ALL_WORKLOADS)}")
     init = [np.ascontiguousarray(w, dtype=f32) for w in init]
-    w = Workload(wid, title, np.ascontiguousarray(x), np.ascontiguousarray(y), layers, init, lr, bs, steps)
+    w = Workload(wid, title, np.ascontiguousarray(x), np.ascontiguousarray(y), layers, init, lr, bs, steps,
+                 base=wid, base_lr=lr)
     if bs is not None:
         w.batches = draw_batches(x.shape[0], bs, steps)
     w.loss0 = full_loss(layers, init, w.x, w.y)

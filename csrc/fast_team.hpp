@@ -32,6 +32,14 @@ namespace fg {
 
 inline std::size_t part_begin(std::size_t n, std::size_t p, std::size_t parts) { return n * p / parts; }
 
+// How many parameters (kernels and biases) the layers have.
+template <class T>
+std::size_t q_count(const std::vector<DenseView<T>>& layers) {
+    std::size_t q = 0;
+    for (const auto& L : layers) q += L.b ? 2 : 1;
+    return q;
+}
+
 // Whether a step goes to the team: parts to share, a layer large enough to pay for the threads,
 // and a BLAS that can be held to one thread.
 template <class T>
@@ -134,6 +142,20 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
     const T* yb = idx ? s.yb.data() : y;
     UpdateSums pu[kMaxParts];
     T loss = T(0);
+    // an optimizer that needs no gradient norms updates each block in the phase that made it
+    const bool fused = up && up->fusable();
+    std::vector<std::size_t> qk(nl), qb(nl);  // each layer's kernel and bias: parameter indices
+    for (std::size_t l = 0, q = 0; l < nl; ++l) {
+        qk[l] = q++;
+        qb[l] = layers[l].b ? q++ : 0;
+    }
+    if (fused) up->begin(up->sums(q_count(layers)));
+    auto upd = [&](std::size_t q, T* w, T* g, std::size_t e0, std::size_t e1, std::size_t p, bool kernel) noexcept {
+        if (!up) return pu[p].update(w + e0, g + e0, lr, e1 - e0);
+        if (kernel) add_l2(up->config(), ParamRef<T>{w, g, 0, true}, e0, e1);
+        pu[p].sq += grad_sum_squares(g, e0, e1);
+        up->apply(q, w, g, e0, e1, pu[p]);
+    };
     BlasOneThread one_thread;
     auto phase = [&](std::size_t ph, std::size_t p) noexcept {
         auto lo = [&](std::size_t n) { return part_begin(n, p, parts); };
@@ -164,7 +186,7 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
             const auto& L = layers[nl - 1];
             dense_backward_dz(s.grad_in[nl - 1].data(), s.acts[nl - 1].data(), L.db, rows, L.out, L.act, lo(L.out),
                               hi(L.out));
-            if (L.b && !up) pu[p].update(L.b + lo(L.out), L.db + lo(L.out), lr, hi(L.out) - lo(L.out));
+            if (L.b && (!up || fused)) upd(qb[nl - 1], L.b, L.db, lo(L.out), hi(L.out), p, false);
             return;
         }
         const std::size_t l = nl - 1 - (ph - nl - 3);  // backward, layer l (last first)
@@ -177,11 +199,11 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
             T* dx = s.grad_in[l - 1].data();
             dx_block(dx, g, L.k, rows, L.in, L.out, blas, i0, i1);
             dense_backward_dz(dx, s.acts[l - 1].data(), P.db, rows, P.out, P.act, i0, i1);
-            if (P.b && !up) pu[p].update(P.b + i0, P.db + i0, lr, i1 - i0);
+            if (P.b && (!up || fused)) upd(qb[l - 1], P.b, P.db, i0, i1, p, false);
         }
         const T* a = l ? s.acts[l - 1].data() : xb;
         dk_block(L.dk, a, g, rows, L.in, L.out, blas, i0, i1);
-        if (!up) pu[p].update(L.k + i0 * L.out, L.dk + i0 * L.out, lr, (i1 - i0) * L.out);
+        if (!up || fused) upd(qk[l], L.k, L.dk, i0 * L.out, i1 * L.out, p, true);
         if (ahead && l == 0) {
             const std::size_t nchunks = (rows + kAheadRows - 1) / kAheadRows;
             for (std::size_t c; (c = next_chunk.fetch_add(1, std::memory_order_relaxed)) < nchunks;) {
@@ -193,8 +215,13 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
     };
     run_phases(parts, 2 * nl + 3, phase);
     s.next_valid = ahead;
-    if (up) return team_update(layers, double(loss), *up, parts);
-    return team_result(layers, double(loss), pu, parts);
+    if (up && !fused) return team_update(layers, double(loss), *up, parts);
+    StepResult r = team_result(layers, double(loss), pu, parts);
+    if (fused) {
+        up->end();
+        r.lr = double(up->lr());
+    }
+    return r;
 }
 
 // The step cut by rows, for batches of more than team_rows_split() rows: each part runs the whole
@@ -216,6 +243,14 @@ StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
     const T scale = T(1) / T(count);
     double part_sq[kMaxParts] = {};  // each part's sum of squared errors
     UpdateSums pu[kMaxParts];
+    const bool fused = up && up->fusable();
+    if (fused) up->begin(up->sums(q_count(layers)));
+    auto upd = [&](std::size_t q, T* w, T* g, std::size_t e0, std::size_t e1, std::size_t p, bool kernel) noexcept {
+        if (!up) return pu[p].update(w + e0, g + e0, lr, e1 - e0);
+        if (kernel) add_l2(up->config(), ParamRef<T>{w, g, 0, true}, e0, e1);
+        pu[p].sq += grad_sum_squares(g, e0, e1);
+        up->apply(q, w, g, e0, e1, pu[p]);
+    };
     BlasOneThread one_thread;
     auto phase = [&](std::size_t ph, std::size_t p) noexcept {
         if (ph == 0) {  // forward and backward on rows [r0, r1)
@@ -260,16 +295,18 @@ StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
                 for (std::size_t e = e0; e < e1; ++e) dst[e] += gq[e];
             }
         };
-        std::size_t off = 0;
+        std::size_t off = 0, q = 0;
         for (const auto& L : layers) {
             const std::size_t e0 = part_begin(L.in, p, parts) * L.out, e1 = part_begin(L.in, p + 1, parts) * L.out;
             add(L.dk, off, e0, e1);
-            if (!up) pu[p].update(L.k + e0, L.dk + e0, lr, e1 - e0);
+            if (!up || fused) upd(q, L.k, L.dk, e0, e1, p, true);
+            ++q;
             off += L.in * L.out;
             if (L.b) {
                 const std::size_t o0 = part_begin(L.out, p, parts), o1 = part_begin(L.out, p + 1, parts);
                 add(L.db, off, o0, o1);
-                if (!up) pu[p].update(L.b + o0, L.db + o0, lr, o1 - o0);
+                if (!up || fused) upd(q, L.b, L.db, o0, o1, p, false);
+                ++q;
                 off += L.out;
             }
         }
@@ -278,8 +315,13 @@ StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
     double sq_err = 0.0;
     for (std::size_t p = 0; p < parts; ++p) sq_err += part_sq[p];
     const double loss = double(T(sq_err / double(count)));
-    if (up) return team_update(layers, loss, *up, parts);
-    return team_result(layers, loss, pu, parts);
+    if (up && !fused) return team_update(layers, loss, *up, parts);
+    StepResult r = team_result(layers, loss, pu, parts);
+    if (fused) {
+        up->end();
+        r.lr = double(up->lr());
+    }
+    return r;
 }
 
 }  // namespace fg

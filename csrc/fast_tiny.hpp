@@ -39,6 +39,18 @@ template <class T, std::size_t IN>
 struct TinyParams {
     T k[IN], dk[IN];
     T b, db;
+    T vk[IN], vb;  // SGD's momentum (velocities), when the run has it
+};
+
+// SGD with momentum in the tiny loop (Keras's rule, as optimizer.hpp: v = v * mu - g * lr;
+// w = w + v, or w + (v * mu - g * lr) with Nesterov): kind 0 none, 1 momentum, 2 Nesterov; the
+// velocities are the optimizer's slot arrays of the kernel and the bias.
+template <class T>
+struct TinyMomentum {
+    int kind = 0;
+    T mu = T(0);
+    T* vk = nullptr;
+    T* vb = nullptr;
 };
 
 struct TinyEnd {
@@ -61,16 +73,18 @@ template <class T, std::size_t IN, bool BIAS>
 // overflow of the sum) and the final weights (a weight that is not finite stays so: w - lr*g
 // with w = +-inf or NaN is never finite).  The caller runs a stretch that fails this test again
 // from its start with CHECK, which finds the step.
-template <class T, std::size_t IN, bool BIAS, bool RELU, Draw DRAW, std::size_t ROWS = 0, bool CHECK = true>
+template <class T, std::size_t IN, bool BIAS, bool RELU, Draw DRAW, std::size_t ROWS = 0, bool CHECK = true,
+          int MOM = 0>
 TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std::int64_t* idx, Sampler* sampler,
                    Xoshiro& gen_io, std::size_t rows, T lr, std::size_t begin, std::size_t end,
-                   double* FG_R loss_out, double* FG_R gnorm_out) {
-    T k[IN], dk[IN];
+                   double* FG_R loss_out, double* FG_R gnorm_out, T mu = T(0)) {
+    T k[IN], dk[IN], vk[IN];
     for (std::size_t e = 0; e < IN; ++e) {
         k[e] = tp.k[e];
         dk[e] = tp.dk[e];
+        vk[e] = tp.vk[e];
     }
-    T b = tp.b, db = tp.db;
+    T b = tp.b, db = tp.db, vb = tp.vb;
     Xoshiro gen = gen_io;
     const std::size_t n = sampler ? sampler->n() : 0;
     const T scale = T(1) / T(rows);
@@ -100,8 +114,20 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
             sq += double(db) * double(db);
         }
         T nk[IN];
-        for (std::size_t e = 0; e < IN; ++e) nk[e] = k[e] - lr * dk[e];
-        const T nb = BIAS ? b - lr * db : T(0);
+        T nb = T(0);
+        if (MOM == 0) {
+            for (std::size_t e = 0; e < IN; ++e) nk[e] = k[e] - lr * dk[e];
+            if (BIAS) nb = b - lr * db;
+        } else {
+            for (std::size_t e = 0; e < IN; ++e) {
+                vk[e] = vk[e] * mu - dk[e] * lr;
+                nk[e] = MOM == 2 ? k[e] + (vk[e] * mu - dk[e] * lr) : k[e] + vk[e];
+            }
+            if (BIAS) {
+                vb = vb * mu - db * lr;
+                nb = MOM == 2 ? b + (vb * mu - db * lr) : b + vb;
+            }
+        }
         for (std::size_t e = 0; e < IN; ++e) k[e] = nk[e];
         if (BIAS) b = nb;
         loss_out[i] = loss;
@@ -124,9 +150,11 @@ TinyEnd tiny_steps(TinyParams<T, IN>& tp, const T* FG_R x, const T* FG_R y, std:
     for (std::size_t e = 0; e < IN; ++e) {
         tp.k[e] = k[e];
         tp.dk[e] = dk[e];
+        tp.vk[e] = vk[e];
     }
     tp.b = b;
     tp.db = db;
+    tp.vb = vb;
     gen_io = gen;
     return res;
 }
@@ -135,7 +163,8 @@ template <class T, std::size_t IN, bool BIAS, bool RELU, class Poll>
 ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_R y, std::int64_t* idx,
                             Sampler* sampler, std::size_t nsteps, std::size_t rows, T lr, std::vector<Rule>& rules,
                             LoopState& st, double* FG_R loss_out, double* FG_R gnorm_out, std::size_t every,
-                            T* const* wrec, long long* wsteps, std::size_t poll_every, Poll& poll) {
+                            T* const* wrec, long long* wsteps, std::size_t poll_every, Poll& poll,
+                            const TinyMomentum<T>& tm = TinyMomentum<T>{}) {
     ChunkResult out;
     const RulePlan plan = plan_rules(rules);
     std::size_t end = nsteps;
@@ -148,6 +177,8 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
     }
     tp.b = BIAS ? L.b[0] : T(0);
     tp.db = BIAS ? L.db[0] : T(0);
+    for (std::size_t e = 0; e < IN; ++e) tp.vk[e] = tm.kind ? tm.vk[e] : T(0);
+    tp.vb = tm.kind && BIAS ? tm.vb[0] : T(0);
     Xoshiro gen = sampler ? sampler->generator() : Xoshiro{};
     const Draw draw = !sampler          ? Draw::none
                       : !sampler->floyd() ? Draw::other
@@ -159,25 +190,34 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
     // a permutation (shuffle, or batches over 64), whose draws a replay from the stretch's saved
     // generator would not repeat
     bool every_step = draw == Draw::other;
-    // steps [from, from + count) with the parameters in registers; CHECK as tiny_steps
-    auto stretch_of = [&](auto check, std::size_t from, std::size_t count) {
+    // steps [from, from + count) with the parameters in registers; CHECK as tiny_steps; M: momentum
+    auto stretch_m = [&](auto check, auto mom, std::size_t from, std::size_t count) {
         constexpr bool C = decltype(check)::value;
+        constexpr int M = decltype(mom)::value;
         switch (draw) {
             case Draw::none:  // full batch: two rows (W1 of the benchmarks) unrolled
                 if (rows == 2)
-                    return tiny_steps<T, IN, BIAS, RELU, Draw::none, 2, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
-                                                                           from + count, loss_out, gnorm_out);
-                return tiny_steps<T, IN, BIAS, RELU, Draw::none, 0, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
-                                                                       from + count, loss_out, gnorm_out);
+                    return tiny_steps<T, IN, BIAS, RELU, Draw::none, 2, C, M>(tp, x, y, idx, sampler, gen, rows, lr,
+                                                                              from, from + count, loss_out, gnorm_out,
+                                                                              tm.mu);
+                return tiny_steps<T, IN, BIAS, RELU, Draw::none, 0, C, M>(tp, x, y, idx, sampler, gen, rows, lr, from,
+                                                                          from + count, loss_out, gnorm_out, tm.mu);
             case Draw::one:
-                return tiny_steps<T, IN, BIAS, RELU, Draw::one, 0, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
-                                                                      from + count, loss_out, gnorm_out);
+                return tiny_steps<T, IN, BIAS, RELU, Draw::one, 0, C, M>(tp, x, y, idx, sampler, gen, rows, lr, from,
+                                                                         from + count, loss_out, gnorm_out, tm.mu);
             case Draw::floyd:
-                return tiny_steps<T, IN, BIAS, RELU, Draw::floyd, 0, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
-                                                                        from + count, loss_out, gnorm_out);
+                return tiny_steps<T, IN, BIAS, RELU, Draw::floyd, 0, C, M>(tp, x, y, idx, sampler, gen, rows, lr, from,
+                                                                           from + count, loss_out, gnorm_out, tm.mu);
             default:
-                return tiny_steps<T, IN, BIAS, RELU, Draw::other, 0, C>(tp, x, y, idx, sampler, gen, rows, lr, from,
-                                                                        from + count, loss_out, gnorm_out);
+                return tiny_steps<T, IN, BIAS, RELU, Draw::other, 0, C, M>(tp, x, y, idx, sampler, gen, rows, lr, from,
+                                                                           from + count, loss_out, gnorm_out, tm.mu);
+        }
+    };
+    auto stretch_of = [&](auto check, std::size_t from, std::size_t count) {
+        switch (tm.kind) {
+            case 1: return stretch_m(check, std::integral_constant<int, 1>{}, from, count);
+            case 2: return stretch_m(check, std::integral_constant<int, 2>{}, from, count);
+            default: return stretch_m(check, std::integral_constant<int, 0>{}, from, count);
         }
     };
     std::size_t i = 0;
@@ -255,6 +295,10 @@ ChunkResult dense1_out1_run(const DenseView<T>& L, const T* FG_R x, const T* FG_
     if (BIAS) {
         L.b[0] = tp.b;
         L.db[0] = tp.db;
+    }
+    if (tm.kind) {
+        for (std::size_t e = 0; e < IN; ++e) tm.vk[e] = tp.vk[e];
+        if (BIAS) tm.vb[0] = tp.vb;
     }
     if (sampler) sampler->set_generator(gen);
     return out;

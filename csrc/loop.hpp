@@ -48,6 +48,15 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
                     const std::int64_t* idx, std::size_t rows, T lr, const TeamConfig& team,
                     const std::int64_t* next_idx = nullptr, Updater<T>* up = nullptr) {
     if (up) {
+        if (one_output_applies(layers, rows)) {  // the fused gradients, then the optimizer's update
+            const DenseView<T>& L = layers[0];
+            T gb = T(0);
+            const double sum = dense1_out1_rows<T, 0>(L.k, L.b, L.act == Activation::relu, T(1) / T(rows), x, L.in, y,
+                                                      idx, rows, L.dk, gb);
+            if (L.b) L.db[0] = gb;
+            s.next_valid = false;
+            return serial_update(layers, *up, double(T(sum / double(rows))));
+        }
         if (team_applies(layers, rows, team)) {
             if (rows > team.rows_split) return team_step_rows(s, layers, x, y, idx, rows, lr, team.parts, up);
             return team_step(s, layers, x, y, idx, rows, lr, team.parts, next_idx, up);
@@ -240,6 +249,21 @@ ChunkResult run_loop(Step&& step, const std::vector<DenseView<T>>& layers, std::
     return out;
 }
 
+// Whether the tiny loop can run this optimizer: SGD with momentum at a constant rate and nothing
+// else (tm is then filled in).
+template <class T>
+bool tiny_momentum(Updater<T>& up, TinyMomentum<T>& tm) {
+    const OptConfig& c = up.config();
+    if (c.kind != OptKind::sgd || c.momentum == 0.0 || c.weight_decay >= 0 || c.clipnorm > 0 || c.clipvalue > 0 ||
+        c.global_clipnorm > 0 || c.l2 >= 0 || c.schedule.kind != 0)
+        return false;
+    tm.kind = c.nesterov ? 2 : 1;
+    tm.mu = T(c.momentum);
+    tm.vk = up.state().slot[0][0];
+    tm.vb = up.state().slot[0].size() > 1 ? up.state().slot[0][1] : nullptr;
+    return true;
+}
+
 // One chunk of up to nsteps steps (run_loop's arguments).  The register-resident loop runs only
 // when nothing but records happens between steps (no validation, no restore-best) and it draws
 // the batches itself (not explicit ones).
@@ -250,13 +274,17 @@ ChunkResult net_run(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
                     double* gnorm_out, std::size_t every, T* const* wrec, long long* wsteps, std::size_t poll_every,
                     Poll& poll, RunExtras<T>* ex = nullptr, Updater<T>* up = nullptr, double* lr_out = nullptr) {
     const bool explicit_batches = idx && !sampler;
-    if (!ex && !up && !explicit_batches && one_output_applies(layers, rows)) {
+    TinyMomentum<T> tm;
+    if (!ex && !explicit_batches && (!up || tiny_momentum(*up, tm)) && one_output_applies(layers, rows)) {
         const DenseView<T>& L = layers[0];
+        ChunkResult r;
         switch (L.in) {
-#define FG_TINY(IN)                                                                                          \
-    case IN:                                                                                                 \
-        return dense1_out1_dispatch<T, IN, Poll>(L, x, y, idx, sampler, nsteps, rows, lr, rules, st, loss_out, \
-                                                 gnorm_out, every, wrec, wsteps, poll_every, poll);
+#define FG_TINY(IN)                                                                                              \
+    case IN:                                                                                                     \
+        r = dense1_out1_dispatch<T, IN, Poll>(L, x, y, idx, sampler, nsteps, rows, lr, rules, st, loss_out, gnorm_out, \
+                                              every, wrec, wsteps, poll_every, poll, tm);                        \
+        if (up) up->skip(static_cast<long long>(r.steps));                                                     \
+        return r;
             FG_TINY(1)
             FG_TINY(2)
             FG_TINY(3)

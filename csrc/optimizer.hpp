@@ -19,6 +19,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstring>
 #include <vector>
 
 #include "kernels.hpp"
@@ -105,6 +106,32 @@ struct OptState {
     long long iterations = 0;
 };
 
+// Every parameter's (weight, gradient, count, whether a kernel), in get_weights() order.
+template <class T>
+struct ParamRef {
+    T* w;
+    T* g;
+    std::size_t count;
+    bool kernel;
+};
+template <class T>
+std::vector<ParamRef<T>> param_refs(const std::vector<DenseView<T>>& layers) {
+    std::vector<ParamRef<T>> out;
+    for (const auto& L : layers) {
+        out.push_back({L.k, L.dk, L.in * L.out, true});
+        if (L.b) out.push_back({L.b, L.db, L.out, false});
+    }
+    return out;
+}
+
+// The coupled L2 term on a block of a kernel's gradient: g += l2 * w.
+template <class T>
+void add_l2(const OptConfig& cfg, const ParamRef<T>& r, std::size_t e0, std::size_t e1) {
+    if (cfg.l2 < 0 || !r.kernel) return;
+    const T l2 = T(cfg.l2);
+    for (std::size_t e = e0; e < e1; ++e) r.g[e] = r.g[e] + l2 * r.w[e];
+}
+
 // One update of every parameter, in three stages so that the team can share the last: begin()
 // with each gradient's sum of squares (the clips need the norms first), apply() on any block of
 // a parameter, end().
@@ -143,89 +170,158 @@ class Updater {
 
     T lr() const { return lr_; }
     const OptConfig& config() const { return cfg_; }
+    // The parameters (kept from the first call: the layers of a run do not change) and a vector
+    // of n sums, reused step after step.
+    std::vector<ParamRef<T>>& refs(const std::vector<DenseView<T>>& layers) {
+        if (refs_.empty() || refs_.front().w != layers.front().k) refs_ = param_refs(layers);
+        return refs_;
+    }
+    std::vector<double>& sums(std::size_t n) {
+        sums_.assign(n, 0.0);
+        return sums_;
+    }
+
+    // Whether the update may run block by block as the gradients come (no norm-based clip, which
+    // needs every gradient first): the team then updates each block in the phase that made it.
+    bool fusable() const { return !(cfg_.clipnorm > 0) && !(cfg_.global_clipnorm > 0); }
 
     // Elements [e0, e1) of parameter p: w and its gradient g; u takes the largest change and
-    // whether every new weight is finite.
-    void apply(std::size_t p, T* FG_R w, const T* FG_R g, std::size_t e0, std::size_t e1, UpdateSums& u) const {
-        const bool wd = cfg_.weight_decay >= 0, cn = cfg_.clipnorm > 0, gcn = !cn && cfg_.global_clipnorm > 0;
-        const bool cv = !cn && !gcn && cfg_.clipvalue > 0;
-        const T wdv = T(cfg_.weight_decay), lr = lr_, num = num_[p], den = den_[p], c = T(cfg_.clipvalue);
-        T most = T(0);
-        bool finite = true;
-        for (std::size_t e = e0; e < e1; ++e) {
-            T gi = g[e];
-            if (cn) gi = (gi * num) / den;
-            else if (gcn) gi = gi * num;
-            else if (cv) gi = std::min(std::max(gi, -c), c);
-            const T old = w[e];
-            T wi = old;
-            if (wd) wi = wi - wi * wdv * lr;
-            if (cfg_.kind == OptKind::sgd) {
-                if (cfg_.momentum != 0.0) {
-                    const T mu = T(cfg_.momentum);
-                    T& m = st_.slot[0][p][e];
-                    m = m * mu - gi * lr;
-                    wi = cfg_.nesterov ? wi + (m * mu - gi * lr) : wi + m;
-                } else {
-                    wi = wi - gi * lr;
-                }
-            } else {
-                T& m = st_.slot[0][p][e];
-                T& v = st_.slot[1][p][e];
-                m = m + (gi - m) * T(1.0 - cfg_.beta1);
-                v = v + (gi * gi - v) * T(1.0 - cfg_.beta2);
-                T vu = v;
-                if (cfg_.amsgrad) {
-                    T& vh = st_.slot[2][p][e];
-                    vh = std::max(vh, v);
-                    vu = vh;
-                }
-                wi = wi - (m * alpha_) / (std::sqrt(vu) + T(cfg_.epsilon));
-            }
-            w[e] = wi;
-            const T d = std::fabs(wi - old);
-            finite = finite && std::isfinite(wi);
-            most = d > most ? d : most;  // (a NaN change leaves most; finite says it)
-        }
-        u.finite = u.finite && finite;
-        u.nan_delta |= !finite;
-        u.delta = double(most) > u.delta ? double(most) : u.delta;
+    // whether every new weight is finite.  One loop per combination of options, without branches
+    // inside, so that it vectorises.
+    void apply(std::size_t p, T* w, const T* g, std::size_t e0, std::size_t e1, UpdateSums& u) const {
+        const int rule = cfg_.kind == OptKind::adam ? (cfg_.amsgrad ? 4 : 3)
+                         : cfg_.momentum != 0.0     ? (cfg_.nesterov ? 2 : 1)
+                                                    : 0;
+        const int clip = cfg_.clipnorm > 0 ? 1 : cfg_.global_clipnorm > 0 ? 2 : cfg_.clipvalue > 0 ? 3 : 0;
+        Coefs c;
+        c.lr = lr_;
+        c.alpha = alpha_;
+        c.wd = T(cfg_.weight_decay);
+        c.num = num_[p];
+        c.den = den_[p];
+        c.cv = T(cfg_.clipvalue);
+        c.mu = T(cfg_.momentum);
+        c.ob1 = T(1.0 - cfg_.beta1);
+        c.ob2 = T(1.0 - cfg_.beta2);
+        c.eps = T(cfg_.epsilon);
+        T* m = st_.slot.size() > 0 ? st_.slot[0][p] : nullptr;
+        T* v = st_.slot.size() > 1 ? st_.slot[1][p] : nullptr;
+        T* vh = st_.slot.size() > 2 ? st_.slot[2][p] : nullptr;
+        const double d = dispatch(rule, cfg_.weight_decay >= 0, clip, w, g, m, v, vh, e0, e1, c);
+        const bool ok = d == d;
+        u.finite = u.finite && ok;
+        u.nan_delta |= !ok;
+        u.delta = ok && d > u.delta ? d : u.delta;
     }
 
     void end() { ++st_.iterations; }
+    // n updates made elsewhere (the tiny loop's momentum)
+    void skip(long long n) { st_.iterations += n; }
+    OptState<T>& state() { return st_; }
 
   private:
+    struct Coefs {
+        T lr, alpha, wd, num, den, cv, mu, ob1, ob2, eps;
+    };
+
+    // The update of one element, per rule (0 SGD, 1 momentum, 2 Nesterov, 3 Adam, 4 AMSGrad),
+    // weight decay, clip (0 none, 1 per-tensor norm, 2 global scale, 3 value); the largest change
+    // as the largest bit pattern (NaN above every finite change: the new weights' finiteness).
+    template <int RULE, bool WD, int CLIP>
+    [[gnu::always_inline]] static double body(T* FG_R w, const T* FG_R g, T* FG_R m, T* FG_R v, T* FG_R vh,
+                                              std::size_t e0, std::size_t e1, const Coefs& c) {
+        using I = typename same_size_int<T>::type;
+        I most = 0;
+        for (std::size_t e = e0; e < e1; ++e) {
+            T gi = g[e];
+            if (CLIP == 1) gi = (gi * c.num) / c.den;
+            if (CLIP == 2) gi = gi * c.num;
+            if (CLIP == 3) {  // std::min(std::max(g, -c), c), NaN kept
+                const T t = gi < -c.cv ? -c.cv : gi;
+                gi = c.cv < t ? c.cv : t;
+            }
+            const T old = w[e];
+            T wi = old;
+            if (WD) wi = wi - wi * c.wd * c.lr;
+            if (RULE == 0) wi = wi - gi * c.lr;
+            if (RULE == 1 || RULE == 2) {
+                const T mm = m[e] * c.mu - gi * c.lr;
+                m[e] = mm;
+                wi = RULE == 2 ? wi + (mm * c.mu - gi * c.lr) : wi + mm;
+            }
+            if (RULE == 3 || RULE == 4) {
+                const T mm = m[e] + (gi - m[e]) * c.ob1;
+                const T vv = v[e] + (gi * gi - v[e]) * c.ob2;
+                m[e] = mm;
+                v[e] = vv;
+                T vu = vv;
+                if (RULE == 4) {
+                    vu = vh[e] < vv ? vv : vh[e];
+                    vh[e] = vu;
+                }
+                wi = wi - (mm * c.alpha) / (std::sqrt(vu) + c.eps);
+            }
+            w[e] = wi;
+            const T d = std::fabs(wi - old);
+            I bits;
+            std::memcpy(&bits, &d, sizeof(T));
+            most = bits > most ? bits : most;
+        }
+        T delta;
+        std::memcpy(&delta, &most, sizeof(T));
+        return std::isfinite(delta) ? double(delta) : double(NAN);
+    }
+
+    template <int RULE, bool WD, int CLIP>
+    static double run_body(T* w, const T* g, T* m, T* v, T* vh, std::size_t e0, std::size_t e1, const Coefs& c) {
+#ifdef FG_AVX2_DISPATCH
+        if (e1 - e0 >= kDispatchMin && cpu_has_avx2()) return body_avx2<RULE, WD, CLIP>(w, g, m, v, vh, e0, e1, c);
+#endif
+        return body<RULE, WD, CLIP>(w, g, m, v, vh, e0, e1, c);
+    }
+#ifdef FG_AVX2_DISPATCH
+    template <int RULE, bool WD, int CLIP>
+    [[gnu::target("avx2")]] static double body_avx2(T* w, const T* g, T* m, T* v, T* vh, std::size_t e0, std::size_t e1,
+                                                    const Coefs& c) {
+        return body<RULE, WD, CLIP>(w, g, m, v, vh, e0, e1, c);
+    }
+#endif
+
+    template <int RULE, bool WD>
+    static double by_clip(int clip, T* w, const T* g, T* m, T* v, T* vh, std::size_t e0, std::size_t e1,
+                          const Coefs& c) {
+        switch (clip) {
+            case 1: return run_body<RULE, WD, 1>(w, g, m, v, vh, e0, e1, c);
+            case 2: return run_body<RULE, WD, 2>(w, g, m, v, vh, e0, e1, c);
+            case 3: return run_body<RULE, WD, 3>(w, g, m, v, vh, e0, e1, c);
+            default: return run_body<RULE, WD, 0>(w, g, m, v, vh, e0, e1, c);
+        }
+    }
+    template <int RULE>
+    static double by_wd(bool wd, int clip, T* w, const T* g, T* m, T* v, T* vh, std::size_t e0, std::size_t e1,
+                        const Coefs& c) {
+        return wd ? by_clip<RULE, true>(clip, w, g, m, v, vh, e0, e1, c)
+                  : by_clip<RULE, false>(clip, w, g, m, v, vh, e0, e1, c);
+    }
+    static double dispatch(int rule, bool wd, int clip, T* w, const T* g, T* m, T* v, T* vh, std::size_t e0,
+                           std::size_t e1, const Coefs& c) {
+        if (e0 >= e1) return 0.0;
+        switch (rule) {
+            case 1: return by_wd<1>(wd, clip, w, g, m, v, vh, e0, e1, c);
+            case 2: return by_wd<2>(wd, clip, w, g, m, v, vh, e0, e1, c);
+            case 3: return by_wd<3>(wd, clip, w, g, m, v, vh, e0, e1, c);
+            case 4: return by_wd<4>(wd, clip, w, g, m, v, vh, e0, e1, c);
+            default: return by_wd<0>(wd, clip, w, g, m, v, vh, e0, e1, c);
+        }
+    }
+
     const OptConfig& cfg_;
     OptState<T>& st_;
+    std::vector<ParamRef<T>> refs_;
+    std::vector<double> sums_;
     T lr_ = T(0), alpha_ = T(0);
     std::vector<T> num_, den_;
 };
-
-// Every parameter's (weight, gradient, count, whether a kernel), in get_weights() order.
-template <class T>
-struct ParamRef {
-    T* w;
-    T* g;
-    std::size_t count;
-    bool kernel;
-};
-template <class T>
-std::vector<ParamRef<T>> param_refs(const std::vector<DenseView<T>>& layers) {
-    std::vector<ParamRef<T>> out;
-    for (const auto& L : layers) {
-        out.push_back({L.k, L.dk, L.in * L.out, true});
-        if (L.b) out.push_back({L.b, L.db, L.out, false});
-    }
-    return out;
-}
-
-// The coupled L2 term on a block of a kernel's gradient: g += l2 * w.
-template <class T>
-void add_l2(const OptConfig& cfg, const ParamRef<T>& r, std::size_t e0, std::size_t e1) {
-    if (cfg.l2 < 0 || !r.kernel) return;
-    const T l2 = T(cfg.l2);
-    for (std::size_t e = e0; e < e1; ++e) r.g[e] = r.g[e] + l2 * r.w[e];
-}
 
 // The sum of squares of a gradient block, in double, in kernels.hpp's lane order.
 template <class T>
@@ -244,8 +340,8 @@ double grad_sum_squares(const T* g, std::size_t e0, std::size_t e1) {
 // The update after a serial step's gradients: every parameter whole, on this thread.
 template <class T>
 StepResult serial_update(const std::vector<DenseView<T>>& layers, Updater<T>& up, double loss) {
-    const auto refs = param_refs(layers);
-    std::vector<double> sq(refs.size());
+    auto& refs = up.refs(layers);
+    auto& sq = up.sums(refs.size());
     UpdateSums u;
     for (std::size_t p = 0; p < refs.size(); ++p) {
         add_l2(up.config(), refs[p], 0, refs[p].count);

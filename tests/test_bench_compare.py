@@ -35,10 +35,12 @@ def bench():
     assert not clashing, f"modules of these names, not bench/'s, are already imported: {clashing}"
     sys.path.insert(0, str(BENCH))
     try:
-        mods = {name: importlib.import_module(name) for name in ("compare", "timing", "contenders.base")}
+        names = ("compare", "timing", "contenders.base", "workloads", "report")
+        mods = {name: importlib.import_module(name) for name in names}
         for name, mod in mods.items():
             assert _from_bench(mod), (name, mod.__file__)
-        yield types.SimpleNamespace(compare=mods["compare"], timing=mods["timing"], base=mods["contenders.base"])
+        yield types.SimpleNamespace(compare=mods["compare"], timing=mods["timing"], base=mods["contenders.base"],
+                                    workloads=mods["workloads"], report=mods["report"])
     finally:
         sys.path.remove(str(BENCH))
         for name in [n for n in sys.modules if _ours(n) and n not in before]:
@@ -107,3 +109,43 @@ def test_the_command_line_reads_as_before(bench):
     assert bench.compare.parse_args(["--steps", "7"]).small_steps == 7
     with pytest.raises(SystemExit):
         bench.compare.parse_args(["--workloads", "W8"])
+
+
+def test_issue_16s_workloads_parse_and_train_w3_and_w6_otherwise(bench):
+    args = bench.compare.parse_args(["--quick", "--workloads", "w3m, W6A,W3"])
+    assert args.ids == ["W3m", "W6a", "W3"]
+    wl = bench.workloads
+    w3, w3m = wl.make_workload("W3", 50, False), wl.make_workload("W3m", 50, False)
+    assert (w3m.base, w3m.opt, w3m.lr, w3m.base_lr) == ("W3", wl.Opt("sgd", momentum=0.9), 0.01, 0.1)
+    assert w3.opt.plain and not w3m.opt.plain
+    # the same data, initial weights and batches as W3
+    assert np.array_equal(w3m.batches, w3.batches) and np.array_equal(w3m.x, w3.x)
+    assert all(np.array_equal(a, b) for a, b in zip(w3m.init, w3.init))
+    w6a = wl.make_workload("W6a", 50, True)
+    assert (w6a.base, w6a.opt.kind, w6a.lr, w6a.base_lr, w6a.steps) == ("W6", "adam", 1e-3, 0.01, 20)
+    assert (w6a.opt.beta_1, w6a.opt.beta_2, w6a.opt.epsilon) == (0.9, 0.999, 1e-7)  # Keras's defaults
+
+
+def test_a_quick_w3m_run_with_the_yardstick(bench, capsys):
+    rc = bench.compare.main(["--quick", "--steps", "300", "--workloads", "W3m", "--only", "fastgrad,yardstick"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    rows = {line.split("  ")[1].strip(): line for line in out.splitlines() if line.startswith("  ") and "rep" in line}
+    assert any(k.startswith("fastgrad fit (") for k in rows), out
+    assert any(k.startswith("fastgrad SGD (W3,") for k in rows), out  # plain SGD, timed in turns
+    yard = [v for k, v in rows.items() if k == "C++ yardstick (momentum)"]
+    assert yard and "DIFFERS" not in yard[0], out  # the same momentum steps as fastgrad's
+    assert "W3m: vs C++ momentum loop" in out, out
+
+
+def test_issue_16s_targets(bench):
+    lines = bench.report.issue16_lines
+    got = lines({"W3m": {"fastgrad": 0.05, "yardstick": 0.03}})
+    assert got[-1] == "  W3m: vs C++ momentum loop 1.67x slower (ok, need <= 2)"
+    assert "MISSED" in lines({"W3m": {"fastgrad": 0.07, "yardstick": 0.03}})[-1]
+    # W6a: divided by the plain-SGD runs timed in turns with it; W6's own for reference
+    got = lines({"W6": {"fastgrad": 1000.0}, "W6a": {"fastgrad": 1200.0, "fastgrad_sgd": 1100.0}})
+    assert "1.091x (ok, need <= 1.15)" in got[-2] and "1.200x (for reference" in got[-1]
+    assert "MISSED" in lines({"W6": {"fastgrad": 1000.0}, "W6a": {"fastgrad": 1200.0}})[-1]
+    assert "not checked" in lines({"W6a": {"fastgrad": 1200.0}})[-1]
+    assert lines({"W3": {"fastgrad": 1.0}}) == []

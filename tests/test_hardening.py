@@ -133,6 +133,10 @@ def strict_core(monkeypatch):
             def iterations(self):
                 return self._net.iterations
 
+            @property
+            def plain(self):
+                return self._net.plain
+
         monkeypatch.setattr(_core, name, Checked)
 
 
@@ -270,6 +274,10 @@ class _FailingNet:
     @property
     def iterations(self):
         return self._net.iterations
+
+    @property
+    def plain(self):
+        return self._net.plain
 
     def step(self, *args):
         out = self._net.step(*args)

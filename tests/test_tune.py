@@ -69,8 +69,10 @@ def test_both_loops_give_the_same_bits_for_every_option(name, dtype):
         assert u.tobytes() == v.tobytes()
 
 
-@pytest.mark.parametrize("name", ["momentum", "adam", "global_clipnorm", "cosine_warmup"])
+@pytest.mark.parametrize("name", ["momentum", "nesterov", "adam", "global_clipnorm", "cosine_warmup", "l2_momentum"])
 def test_a_one_output_layer_takes_the_optimizer_too(name):
+    """(Momentum and Nesterov run in the register-resident loop natively, the one-output step and
+    the optimizers' update in the Python loop: the same bits.)"""
     one = lambda dtype: fg.Sequential([fg.Dense(1, dtype=dtype)], seed=0)  # noqa: E731 (the tiny loop's model)
     (a, _), (b, _) = run(OPTIMIZERS[name], "native", make=one), run(OPTIMIZERS[name], "python", make=one)
     same(a, b)

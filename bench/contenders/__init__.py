@@ -9,13 +9,15 @@ from __future__ import annotations
 from typing import Callable, List
 
 from contenders.base import Contender, Runner, segment_bounds
-from contenders.fastgrad_fit import Fastgrad, FastgradRunner
+from contenders.fastgrad_fit import Fastgrad, FastgradRunner, FastgradSGD
 from contenders.jax_loops import JaxJit, JaxScan
 from contenders.numpy_loop import Numpy
 from contenders.tf_loops import TFEager, TFFunction
 from contenders.torch_loop import Torch
 from contenders.yardstick import Yardstick
 
-CONTENDERS: List[Callable[[], Contender]] = [Fastgrad, Yardstick, Numpy, TFEager, TFFunction, Torch, JaxJit, JaxScan]
+CONTENDERS: List[Callable[[], Contender]] = [
+    Fastgrad, FastgradSGD, Yardstick, Numpy, TFEager, TFFunction, Torch, JaxJit, JaxScan,
+]
 
 __all__ = ["CONTENDERS", "Contender", "FastgradRunner", "Runner", "segment_bounds"]

@@ -21,6 +21,8 @@ class Runner:
 
     segmentable = False
     precompiled = False  # True: compiled for the run's length when prepared; one untimed full run, no short warm-ups
+    label = ""  # the table's name for this row when it differs from the contender's (another optimizer)
+    compare = True  # False: not the reference's training run, so its losses are not compared with it
 
     def reset(self) -> None:
         raise NotImplementedError
@@ -47,7 +49,8 @@ class Contender:
         return True, ""
 
     def supports(self, w: Workload) -> bool:
-        return True
+        """Plain SGD only, unless a contender builds other optimizers (``w.opt``)."""
+        return w.opt.plain
 
     def prepare(self, w: Workload) -> Runner:
         raise NotImplementedError

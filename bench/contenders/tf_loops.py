@@ -1,4 +1,5 @@
-"""TensorFlow: eager, as the walkthrough writes its loop, and a ``tf.function`` step."""
+"""TensorFlow: eager, as the walkthrough writes its loop, and a ``tf.function`` step (with Keras's own
+SGD-with-momentum or Adam for the workloads that use them)."""
 
 from __future__ import annotations
 
@@ -106,7 +107,9 @@ class TFEagerRunner(Runner):
 
 
 class TFFunctionRunner(Runner):
-    """A ``tf.function`` step (gather, forward, tape, ``assign_sub``) called from a Python loop."""
+    """A ``tf.function`` step (gather, forward, tape, ``assign_sub``) called from a Python loop; for
+    another optimizer than plain SGD, ``apply_gradients`` of ``keras.optimizers.SGD``/``Adam`` in
+    the step instead of ``assign_sub``."""
 
     segmentable = True
 
@@ -128,12 +131,22 @@ class TFFunctionRunner(Runner):
                     a = tf.nn.relu(a)
             return tf.reduce_mean(tf.square(a - yb))
 
+        self.keras_opt = keras_opt = None if w.opt.plain else _keras_optimizer(w)
+        self.opt_state = []
+        if keras_opt is not None:
+            keras_opt.build(variables)
+            # its state, zeroed by reset(): iterations and the slots, not the learning rate
+            self.opt_state = [v for v in keras_opt.variables if "learning_rate" not in v.path]
+
         def update(xb, yb):
             with tf.GradientTape() as tape:
                 loss = loss_of(xb, yb)
             grads = tape.gradient(loss, variables)
-            for v, g in zip(variables, grads):
-                v.assign_sub(lr * g)
+            if keras_opt is not None:
+                keras_opt.apply_gradients(zip(grads, variables))
+            else:
+                for v, g in zip(variables, grads):
+                    v.assign_sub(lr * g)
             return loss
 
         # named functions, not lambdas: AutoGraph cannot find a lambda's source and warns
@@ -148,6 +161,8 @@ class TFFunctionRunner(Runner):
     def reset(self):
         for v, a in zip(self.vars, self.w.init):
             v.assign(a)
+        for v in self.opt_state:
+            v.assign(np.zeros(v.shape, dtype=v.dtype))
 
     def run(self, steps, segments=1):
         batches, step = self.w.batches, self.step
@@ -182,8 +197,24 @@ class TFEager(Contender):
         return TFEagerRunner(self.tf, w)
 
 
+def _keras_optimizer(w: Workload):
+    """Keras's own optimizer for ``w.opt``."""
+    import keras
+
+    o = w.opt
+    if o.kind == "adam":
+        return keras.optimizers.Adam(learning_rate=w.lr, beta_1=o.beta_1, beta_2=o.beta_2, epsilon=o.epsilon)
+    return keras.optimizers.SGD(learning_rate=w.lr, momentum=o.momentum)
+
+
 class TFFunction(TFEager):
     name, key = "TF tf.function", "tf_function"
 
+    def supports(self, w):
+        return True
+
     def prepare(self, w):
-        return TFFunctionRunner(self.tf, w)
+        r = TFFunctionRunner(self.tf, w)
+        if not w.opt.plain:
+            r.label = f"tf.function + Keras {'Adam' if w.opt.kind == 'adam' else 'SGD(mom.)'}"
+        return r

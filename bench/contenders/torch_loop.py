@@ -1,7 +1,8 @@
-"""PyTorch: eager ``nn.Linear`` layers with ``torch.optim.SGD``."""
+"""PyTorch: eager ``nn.Linear`` layers with ``torch.optim.SGD`` (momentum too) or ``torch.optim.Adam``."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -12,7 +13,14 @@ from workloads import Workload
 
 class TorchRunner(Runner):
     """``nn.Linear`` layers (weights transposed from Keras layout), ``F.mse_loss``,
-    ``torch.optim.SGD``; ``loss.item()`` recorded every step."""
+    ``torch.optim.SGD`` or ``Adam``; ``loss.item()`` recorded every step.
+
+    PyTorch's SGD with momentum keeps ``b = mu b + g; w -= lr b``, Keras's ``v = mu v - lr g;
+    w += v``: the same steps at a constant rate, rounded differently.  PyTorch's Adam adds its
+    epsilon to ``sqrt(v / (1 - beta_2^t))``, Keras's to ``sqrt(v)``: Keras's epsilon e is PyTorch's
+    ``e / sqrt(1 - beta_2^t)``, which changes every step, so the runner sets the param group's
+    ``eps`` to it before each step (a scheduler's way of changing a hyperparameter).
+    """
 
     segmentable = True
 
@@ -41,16 +49,26 @@ class TorchRunner(Runner):
                 if use_bias:
                     lin.bias = torch.nn.Parameter(torch.from_numpy(self.w.init[i]).clone())
                     i += 1
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=self.w.lr)
+        o = self.w.opt
+        if o.kind == "adam":
+            self.opt = torch.optim.Adam(self.model.parameters(), lr=self.w.lr, betas=(o.beta_1, o.beta_2),
+                                        eps=o.epsilon)
+        else:
+            self.opt = torch.optim.SGD(self.model.parameters(), lr=self.w.lr, momentum=o.momentum)
 
     def run(self, steps, segments=1):
         torch = self.torch
         F = torch.nn.functional
         model, opt, X, Y, B = self.model, self.opt, self.X, self.Y, self.B
+        adam = self.w.opt.kind == "adam"
+        if adam:
+            group, eps, beta_2 = opt.param_groups[0], self.w.opt.epsilon, self.w.opt.beta_2
         losses = []
         stamps = []
         for a, b in segment_bounds(steps, segments):
             for t in range(a, b):
+                if adam:
+                    group["eps"] = eps / math.sqrt(1.0 - beta_2 ** (t + 1))  # Keras's epsilon at step t + 1
                 if B is None:
                     xb, yb = X, Y
                 else:
@@ -85,5 +103,13 @@ class Torch(Contender):
         self.torch = torch
         return True, f"{torch.__version__}, {torch.get_num_threads()} threads"
 
+    def supports(self, w):
+        return True
+
     def prepare(self, w):
-        return TorchRunner(self.torch, w)
+        r = TorchRunner(self.torch, w)
+        if w.opt.kind == "adam":
+            r.label = "PyTorch eager + optim.Adam"
+        elif w.opt.momentum:
+            r.label = f"PyTorch + SGD(momentum={w.opt.momentum:g})"
+        return r

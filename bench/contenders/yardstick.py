@@ -1,5 +1,6 @@
 """The C++ yardstick: bench/yardstick.cpp, a plain hand-written loop compiled with g++ and called
-once per run through ctypes (W1-W5 only).  A yardstick that does not compile is an error, not a skip."""
+once per run through ctypes (W1-W5, and W3m with momentum: SGD only).  A yardstick that does not
+compile is an error, not a skip."""
 
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ class YardstickRunner(Runner):
         idx = (w.batches.ctypes.data_as(ctypes.POINTER(ctypes.c_int64)) if w.batches is not None
                else ctypes.cast(None, ctypes.POINTER(ctypes.c_int64)))
         self.head = (p(w.x), p(w.y), w.x.shape[0], w.x.shape[1], w.hidden, w.y.shape[1], idx, w.rows)
-        self.tail = (ctypes.c_float(w.lr), k1, b1, k2, b2, p(self.losses))
+        self.tail = (ctypes.c_float(w.lr), ctypes.c_float(w.opt.momentum), k1, b1, k2, b2, p(self.losses))
 
     def run(self, steps, segments=1):
         if steps > len(self.losses):
@@ -95,14 +96,18 @@ class Yardstick(Contender):
         fn = lib.yardstick_train_f32
         fp = ctypes.POINTER(ctypes.c_float)
         i64 = ctypes.c_int64
-        fn.argtypes = [fp, fp, i64, i64, i64, i64, ctypes.POINTER(i64), i64, i64, ctypes.c_float, fp, fp, fp, fp, fp]
+        f32 = ctypes.c_float
+        fn.argtypes = [fp, fp, i64, i64, i64, i64, ctypes.POINTER(i64), i64, i64, f32, f32, fp, fp, fp, fp, fp]
         fn.restype = ctypes.c_int
         self.fn = fn
         return True, "g++ -O2 -std=c++17"
 
     def supports(self, w):
-        return w.id in SMALL
+        return w.base in SMALL and w.opt.kind == "sgd"
 
     def prepare(self, w):
-        return YardstickRunner(self.fn, w)
+        r = YardstickRunner(self.fn, w)
+        if w.opt.momentum:
+            r.label = f"{self.name} (momentum)"
+        return r
 
