@@ -77,7 +77,7 @@ def run_cli(*args: str, block: Sequence[str] = (), cwd: Optional[Path] = None) -
 
 def sections(stdout: str) -> Dict[str, str]:
     """The demo's output cut at its '== E<k>: ...' headers: {'E1': text, ...}."""
-    parts = re.split(r"^== (E\d): .*$", stdout, flags=re.M)
+    parts = re.split(r"^== (E\d\w*): .*$", stdout, flags=re.M)
     return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
 
 
@@ -158,7 +158,7 @@ def demo(tmp_path_factory):
 
 def test_demo_runs_everything_in_time_without_noise(demo):
     proc, secs, _, wall = demo
-    assert list(secs) == [f"E{k}" for k in range(1, 9)]
+    assert list(secs) == ["E1", "E2", "E3", "E4", "E4C", "E5", "E6", "E7", "E8"]
     assert "Traceback" not in proc.stderr and "Warning" not in proc.stderr
     assert wall < DEMO_WALL_LIMIT_S
 
@@ -245,9 +245,9 @@ def test_demo_replays_in_tensorflow(demo):
         assert not lines and "pip install 'fastgrad[tf]'" in proc.stdout
         return
     # every experiment but E2 (which is itself a replay) says how far TF and fastgrad are apart
-    for eid in ("E1", "E3", "E4", "E5", "E6", "E7", "E8"):
+    for eid in ("E1", "E3", "E4", "E4C", "E5", "E6", "E7", "E8"):
         assert "TensorFlow replay" in secs[eid], eid
-    assert len(lines) == 10  # E5 and E7 have 2 and 3 runs
+    assert len(lines) == 12  # E4C and E5 have 2 runs, E7 3
     for line in lines:
         m = re.search(r"loss(?: \(step by step\))? ([^\s,]+), weights (not recorded|[^\s;]+)", line)
         assert m, line
@@ -261,7 +261,7 @@ def test_demo_replays_in_tensorflow(demo):
 def test_demo_figures_are_pngs_of_the_expected_size(demo):
     plots = demo[2]
     names = sorted(p.name for p in plots.iterdir())
-    assert names == [f"e{k}.png" for k in range(1, 9) if k != 2 or HAVE_TF]  # E2 is E1 replayed in TF
+    assert names == [f"e{k}.png" for k in ("1", "2", "3", "4", "4c", "5", "6", "7", "8") if k != "2" or HAVE_TF]  # E2: TF
     for name in names:
         assert png_size(plots / name) == PNG_SIZE
         assert (plots / name).stat().st_size > 10_000  # something was drawn
@@ -308,7 +308,7 @@ def test_demo_plots_without_matplotlib(tmp_path):
 
 def test_demo_bad_arguments(tmp_path):
     assert_one_line_error(run_cli("demo", "E9"), "demo", "'E9'")
-    assert_one_line_error(run_cli("demo", "E1", "all"), "demo", "'all'", "E1, E2, E3, E4, E5, E6, E7, E8")
+    assert_one_line_error(run_cli("demo", "E1", "all"), "demo", "'all'", "E1, E2, E3, E4, E4C, E5, E6, E7, E8")
     a_file = tmp_path / "file"
     a_file.write_text("x")
     assert_one_line_error(run_cli("demo", "E1", "--plots", str(a_file)), "demo", "not a directory")

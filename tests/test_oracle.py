@@ -105,3 +105,15 @@ def test_oracle_without_tensorflow_names_the_extra(monkeypatch):
     with pytest.raises(ImportError, match=r"pip install 'fastgrad\[tf\]'"):
         oracle.value_and_grad(layer, np.ones((2, 3)), np.ones(2))
     assert oracle.available() is False
+
+
+@pytest.mark.oracle
+def test_replay_needs_keras_3(tf, monkeypatch):
+    # replay runs Keras 3's optimizers; TensorFlow before 2.16 brings Keras 2, whose are other code
+    import keras
+
+    x = np.ones((4, 2))
+    r = fg.fit(fg.Dense(1), x, np.ones(4), stop=fg.stop.MaxSteps(2))
+    monkeypatch.setattr(keras, "__version__", "2.15.0")
+    with pytest.raises(ImportError, match=r"Keras 3 .*found Keras 2\.15\.0.*pip install 'fastgrad\[tf\]'"):
+        fg.oracle.replay(r, x, np.ones(4))

@@ -1,7 +1,8 @@
-"""TensorFlow as the oracle: the same model, weights and batches through ``tf.GradientTape``.
+"""TensorFlow as the oracle: the same model, weights and batches through ``tf.GradientTape``,
+and, in :func:`replay`, Keras's own optimizer.
 
-Needs the ``tf`` extra (``pip install 'fastgrad[tf]'``).  TensorFlow is imported on first use,
-never by ``import fastgrad``.
+Needs the ``tf`` extra (``pip install 'fastgrad[tf]'``; ``replay`` needs its Keras 3, which comes
+with TensorFlow 2.16 and later).  TensorFlow is imported on first use, never by ``import fastgrad``.
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ def _tf():
     except ImportError as e:
         raise ImportError(f"fastgrad.oracle needs TensorFlow, which is not installed: {_INSTALL}") from e
     return tf
+
+
+def _keras():
+    """Keras 3, the one TensorFlow 2.16 and later come with (replay runs its optimizers)."""
+    _tf()
+    import keras
+
+    if int(keras.__version__.split(".")[0]) < 3:
+        raise ImportError(f"fastgrad.oracle.replay needs Keras 3 (TensorFlow 2.16 or later), found Keras "
+                          f"{keras.__version__}: {_INSTALL}")
+    return keras
 
 
 _IMPORT_LOCK = threading.Lock()
@@ -132,13 +144,32 @@ def value_and_grad(model, x, y) -> Tuple[float, List[np.ndarray]]:
 
 
 def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None):
-    """Run ``result``'s steps again in TensorFlow and return TensorFlow's :class:`History`.
+    """Run ``result``'s steps again in TensorFlow with Keras's own optimizer, and return
+    TensorFlow's :class:`History`.
 
     Every step uses the batch ``result`` used (``result.history.batches``, or all of ``x``),
-    from ``initial_weights`` (default: the weights ``result`` started from), with
-    ``var.assign_sub(learning_rate * grad)`` as the walkthrough does.  The returned history
-    records TF's loss and gradient norm at every step and its weights after every step
-    (``weights[p]`` has ``steps + 1`` rows; row 0 is the start).
+    from ``initial_weights`` (default: the weights ``result`` started from): the loss and its
+    gradients through ``tf.GradientTape``, then ``apply_gradients`` of a
+    ``keras.optimizers.SGD``/``Adam`` built from ``result.optimizer`` (its arguments, and its
+    learning rate or ``keras.optimizers.schedules`` schedule), with its ``iterations`` set to
+    where the run's optimizer started, so that a schedule continues as it did.
+
+    The replay's optimizer state (momentum, Adam's moments) starts from zero: Keras's slots cannot
+    be rebuilt from a result, so a run whose optimizer held such state from an earlier fit (an
+    SGD with momentum, or an Adam, started at ``iterations > 0``) is refused with a ValueError.
+    A plain SGD carries no state and replays from any ``iterations``.
+
+    Under float64, Keras computes with a Python float hyperparameter in float32 (with TensorFlow,
+    ``ops.cast(0.9, "float64")`` rounds 0.9 to float32 first): SGD's momentum, Adam's betas in its
+    bias correction, the weight decay, and every schedule, whose dtype is that of
+    ``ops.convert_to_tensor(initial_learning_rate)``.  For a float64 run the replay hands Keras
+    its float arguments as NumPy float64 scalars, with which it computes all of them in float64,
+    as fastgrad does; and it builds the optimizer under the run's dtype as
+    ``keras.config.floatx()``, the dtype of a constant rate's variable.
+
+    The returned history records TF's loss and gradient norm at every step, its weights after
+    every step (``weights[p]`` has ``steps + 1`` rows; row 0 is the start) and, for a schedule,
+    the rate of every step (``learning_rate``).
     """
     from .results import FitResult, History
 
@@ -146,6 +177,7 @@ def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None)
         raise TypeError(f"result: expected the FitResult returned by fastgrad.fit, got {type(result).__name__}")
     spec = result.model_spec
     dtype = np.dtype(result.dtype)
+    described = _described_optimizer(result)
     start = result.initial_weights if initial_weights is None else list(initial_weights)
     if len(start) != len(result.initial_weights):
         raise ValueError(f"initial_weights: expected {len(result.initial_weights)} arrays, got {len(start)}")
@@ -166,10 +198,12 @@ def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None)
         raise ValueError(f"x: expected {width} features, as the run's model takes, got shape {x.shape}")
     tf = _tf()
     variables = [tf.Variable(w) for w in start]
-    lr = tf.constant(result.learning_rate, dtype=variables[0].dtype)
+    optimizer = _keras_optimizer(described, dtype, variables)
+    scheduled = isinstance(described["learning_rate"], dict)
     steps = result.steps
     losses = np.empty(steps)
     norms = np.empty(steps)
+    rates = np.empty(steps) if scheduled else None
     weights = [np.empty((steps + 1,) + w.shape, dtype=dtype) for w in start]
     for p, w in enumerate(start):
         weights[p][0] = w
@@ -183,8 +217,9 @@ def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None)
         with tf.GradientTape() as tape:
             loss = _loss(tf, spec, variables, xb, yb)
         grads = tape.gradient(loss, variables)
-        for v, g in zip(variables, grads):
-            v.assign_sub(lr * g)
+        if rates is not None:
+            rates[t] = float(optimizer.learning_rate.numpy())  # the schedule at this step's iterations
+        optimizer.apply_gradients(zip(grads, variables))
         losses[t] = float(loss.numpy())
         norms[t] = float(tf.linalg.global_norm(grads).numpy())
         for p, v in enumerate(variables):
@@ -195,4 +230,69 @@ def replay(result, x, y, initial_weights: Optional[Sequence[np.ndarray]] = None)
         batches=None if batches is None else batches.copy(),
         weights=weights,
         weight_steps=np.arange(steps + 1),
+        learning_rate=rates,
     )
+
+
+def _described_optimizer(result) -> dict:
+    """``result.optimizer``, checked for what a replay can rebuild (a result without one ran
+    plain SGD at ``result.learning_rate``)."""
+    described = getattr(result, "optimizer", None)
+    if described is None:
+        return {"class": "SGD", "config": {}, "learning_rate": float(result.learning_rate), "iterations": 0}
+    if described["class"] not in _OPTIMIZERS:
+        raise ValueError(f"result.optimizer: cannot replay a {described['class']!r} optimizer "
+                         f"(expected one of {sorted(_OPTIMIZERS)})")
+    stateful = described["class"] == "Adam" or described["config"].get("momentum", 0.0) != 0.0
+    if stateful and described["iterations"] > 0:
+        raise ValueError(
+            f"result: the run's {described['class']} started at iterations {described['iterations']}, with "
+            "momentum/velocity state from an earlier fit, which a replay cannot rebuild (its slots would "
+            "start from zero); replay a run that started with a fresh optimizer")
+    return described
+
+
+_OPTIMIZERS = ("SGD", "Adam")
+_SCHEDULES = ("ExponentialDecay", "InverseTimeDecay", "PiecewiseConstantDecay", "CosineDecay")
+# keras.config.floatx is process-wide: one replay at a time switches it
+_FLOATX_LOCK = threading.Lock()
+
+
+def _keras_optimizer(described: dict, dtype: np.dtype, variables: list):
+    """Keras's optimizer as ``described``, built on ``variables``, its iterations where the run's
+    started."""
+    keras = _keras()
+    rate = described["learning_rate"]
+    if not isinstance(rate, dict):
+        learning_rate = float(rate)  # Keras takes a Python float only
+    else:
+        if rate["class"] not in _SCHEDULES:
+            raise ValueError(f"result.optimizer: cannot replay the schedule {rate['class']!r} "
+                             f"(expected one of {list(_SCHEDULES)})")
+        learning_rate = getattr(keras.optimizers.schedules, rate["class"])(**_in_dtype(rate["config"], dtype))
+    with _FLOATX_LOCK:
+        saved = keras.config.floatx()
+        keras.config.set_floatx(dtype.name)  # the learning-rate variable's dtype
+        try:
+            optimizer = getattr(keras.optimizers, described["class"])(
+                learning_rate=learning_rate, **_in_dtype(described["config"], dtype))
+            optimizer.build(variables)
+        finally:
+            keras.config.set_floatx(saved)
+    optimizer.iterations.assign(int(described["iterations"]))
+    return optimizer
+
+
+def _in_dtype(config: dict, dtype: np.dtype) -> dict:
+    """Keras's arguments: for a float64 run, every float (in lists too) as a NumPy float64, so
+    that Keras computes with it in float64 (see replay); Python floats otherwise, as Keras's
+    users give them."""
+    if dtype != np.float64:
+        return dict(config)
+
+    def f64(v):
+        if isinstance(v, (list, tuple)):
+            return [f64(e) for e in v]
+        return np.float64(v) if isinstance(v, float) else v
+
+    return {k: f64(v) for k, v in config.items()}

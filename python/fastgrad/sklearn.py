@@ -39,7 +39,7 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import r2_score
     from sklearn.model_selection import train_test_split
-    from sklearn.utils import check_random_state, column_or_1d, gen_batches, shuffle
+    from sklearn.utils import check_random_state, column_or_1d, gen_batches
     from sklearn.utils.validation import check_is_fitted
 except ImportError as e:  # scikit-learn is optional for fastgrad
     raise ImportError(
@@ -295,7 +295,12 @@ class MLPRegressor(RegressorMixin, BaseEstimator):
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
-                    sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                    # sklearn.utils.shuffle's own draw (resample without replacement: shuffle an
+                    # arange with the random state, index by it), without its parameter checks,
+                    # which cost more than a small epoch's training
+                    perm = np.arange(len(sample_idx))
+                    self._random_state.shuffle(perm)
+                    sample_idx = sample_idx[perm]
                 losses = solver.epoch(X_train, y_train, sample_idx, batch_size)
                 if losses is None:  # Ctrl-C: the run kept the weights of its last step
                     raise KeyboardInterrupt
@@ -405,7 +410,7 @@ class _Solver:
             size = batches.shape[1]
             self.opt.l2 = self.alpha / size * self.scale if self.alpha else None
             try:
-                r = _fg_fit(self.model, X, y, optimizer=self.opt, batches=batches, loop="native",
+                r = _fg_fit(self.model, X, y, optimizer=self.opt, batches=batches, loop="native", seed=0,
                             stop=[_MaxSteps(len(batches))],  # exactly these batches, stated
                             record_weights=bool(self.alpha), on_divergence="raise")
             except DivergenceError:

@@ -134,7 +134,8 @@ def fit(
     if optimizer._slots is not None:  # (plain SGD never has any: fit's fixed cost)
         optimizer._check_state_for(model, [w for layer in layers for w in layer._params()] if layers[0].built else None)
     dtype = layers[0].dtype
-    _check_lr_in(lr, dtype)
+    if not isinstance(optimizer.learning_rate, LearningRateSchedule):  # (a schedule may start at 0: warm-up)
+        _check_lr_in(lr, dtype)
     n = x.shape[0]
     batches = _check_batches(batches, n, batch_size)
     if batches is not None:

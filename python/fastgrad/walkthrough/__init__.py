@@ -1,4 +1,5 @@
-"""The walkthrough's eight experiments, E1-E8: one module each, holding its run, its story and its figure.
+"""The walkthrough's eight experiments, E1-E8, and the addendum E4C (E4 with gradient clipping),
+told right after E4: one module each, holding its run, its story and its figure.
 
     from fastgrad import walkthrough
     ex = walkthrough.e4()                 # run E4: an Experiment (results, data, facts)
@@ -7,7 +8,7 @@
     walkthrough.MODULES["E4"].figure(ex)  # its figure (needs matplotlib)
 
 Every experiment runs on fastgrad alone, except E2, which replays E1 in TensorFlow (the ``tf``
-extra).  Each module ``fastgrad.walkthrough.e1`` ... ``e8`` has:
+extra).  Each module ``fastgrad.walkthrough.e1`` ... ``e8`` and ``e4c`` has:
 
     ID, TITLE, SUMMARY   "E4", the title of its story, a line for ``fastgrad demo --help``
     run(...)             runs it: an :class:`Experiment` whose ``facts`` are the module's own dataclass
@@ -15,8 +16,8 @@ extra).  Each module ``fastgrad.walkthrough.e1`` ... ``e8`` has:
     figure(ex)           a matplotlib Figure of its runs
     IS_TF_REPLAY         (E2 only) the experiment is itself a replay in TensorFlow
 
-``e1`` ... ``e8`` here are the modules' ``run`` functions.  The tests, ``examples/walkthrough.py``
-and ``fastgrad demo`` all call them.
+``e1`` ... ``e8`` and ``e4c`` here are the modules' ``run`` functions.  The tests,
+``examples/walkthrough.py`` and ``fastgrad demo`` all call them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from . import e1 as _e1
 from . import e2 as _e2
 from . import e3 as _e3
 from . import e4 as _e4
+from . import e4c as _e4c
 from . import e5 as _e5
 from . import e6 as _e6
 from . import e7 as _e7
@@ -35,10 +37,11 @@ from . import e8 as _e8
 from ._base import Experiment, max_deviation
 
 __all__ = ["Experiment", "MODULES", "EXPERIMENTS", "run", "max_deviation",
-           "e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"]
+           "e1", "e2", "e3", "e4", "e4c", "e5", "e6", "e7", "e8"]
 
-#: each experiment's module, by id, in the walkthrough's order
-MODULES: Dict[str, ModuleType] = {m.ID: m for m in (_e1, _e2, _e3, _e4, _e5, _e6, _e7, _e8)}
+#: each experiment's module, by id, in the walkthrough's order (E4C, the clipping addendum, after E4);
+#: ids are upper case, as ``run`` and ``fastgrad demo`` look them up
+MODULES: Dict[str, ModuleType] = {m.ID: m for m in (_e1, _e2, _e3, _e4, _e4c, _e5, _e6, _e7, _e8)}
 #: each experiment's run function, by id
 EXPERIMENTS: Dict[str, Callable[..., Experiment[Any]]] = {eid: m.run for eid, m in MODULES.items()}
 
@@ -47,6 +50,7 @@ e1 = _e1.run
 e2 = _e2.run
 e3 = _e3.run
 e4 = _e4.run
+e4c = _e4c.run
 e5 = _e5.run
 e6 = _e6.run
 e7 = _e7.run
