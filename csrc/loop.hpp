@@ -61,14 +61,7 @@ StepResult net_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, c
             if (rows > team.rows_split) return team_step_rows(s, layers, x, y, idx, rows, lr, team.parts, up);
             return team_step(s, layers, x, y, idx, rows, lr, team.parts, next_idx, up);
         }
-        s.next_valid = false;
-        if (idx) {
-            gather_rows(s.xb.data(), x, idx, rows, layers.front().in);
-            gather_rows(s.yb.data(), y, idx, rows, layers.back().out);
-            x = s.xb.data();
-            y = s.yb.data();
-        }
-        return serial_update(layers, *up, net_value_and_grad(s, layers, x, y, rows));
+        return serial_update(layers, *up, batch_value_and_grad(s, layers, x, y, idx, rows));
     }
     if (one_output_applies(layers, rows)) {
         s.next_valid = false;

@@ -171,11 +171,11 @@ double net_value_and_grad(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
     return double(loss);
 }
 
-// The generic step on one thread.  idx: `rows` sample indices into x/y (gathered), or null for the
-// full batch (then rows is the number of samples).  Indices must already lie in range.
+// The batch's loss and gradients on one thread.  idx: `rows` sample indices into x/y (gathered),
+// or null for the full batch (then rows is the number of samples).  Indices must lie in range.
 template <class T>
-StepResult serial_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
-                       const std::int64_t* idx, std::size_t rows, T lr) {
+double batch_value_and_grad(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
+                            const std::int64_t* idx, std::size_t rows) {
     s.next_valid = false;
     if (idx) {
         gather_rows(s.xb.data(), x, idx, rows, layers.front().in);
@@ -183,7 +183,14 @@ StepResult serial_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers
         x = s.xb.data();
         y = s.yb.data();
     }
-    const double loss = net_value_and_grad(s, layers, x, y, rows);
+    return net_value_and_grad(s, layers, x, y, rows);
+}
+
+// The generic step on one thread: the gradients, then plain SGD's fused update.
+template <class T>
+StepResult serial_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, const T* x, const T* y,
+                       const std::int64_t* idx, std::size_t rows, T lr) {
+    const double loss = batch_value_and_grad(s, layers, x, y, idx, rows);
     UpdateSums u;
     for (const auto& L : layers) {
         u.update(L.k, L.dk, lr, L.in * L.out);
