@@ -108,6 +108,17 @@ StepResult team_update(const std::vector<DenseView<T>>& layers, double loss, Upd
     return r;
 }
 
+// Elements [e0, e1) of parameter q, in the phase that made their gradient: plain SGD's fused
+// update, or an optimizer's that needs no gradient norms (u: the part's sums).
+template <class T>
+void block_update(Updater<T>* up, UpdateSums& u, std::size_t q, T* w, T* g, std::size_t e0, std::size_t e1, T lr,
+                  bool kernel) noexcept {
+    if (!up) return u.update(w + e0, g + e0, lr, e1 - e0);
+    if (kernel) add_l2(up->config(), ParamRef<T>{w, g, 0, true}, e0, e1);
+    u.sq += grad_sum_squares(g, e0, e1);
+    up->apply(q, w, g, e0, e1, u);
+}
+
 // The step in phases, for batches of up to team_rows_split() rows.  Phases: gather; forward, one
 // per layer (blocks of rows when the batch has more rows than the layer outputs, else of
 // columns); the loss (part 0); the last layer's mask and bias gradient (columns); then one per
@@ -151,10 +162,7 @@ StepResult team_step(NetScratch<T>& s, const std::vector<DenseView<T>>& layers, 
     }
     if (fused) up->begin(up->sums(q_count(layers)));
     auto upd = [&](std::size_t q, T* w, T* g, std::size_t e0, std::size_t e1, std::size_t p, bool kernel) noexcept {
-        if (!up) return pu[p].update(w + e0, g + e0, lr, e1 - e0);
-        if (kernel) add_l2(up->config(), ParamRef<T>{w, g, 0, true}, e0, e1);
-        pu[p].sq += grad_sum_squares(g, e0, e1);
-        up->apply(q, w, g, e0, e1, pu[p]);
+        block_update(up, pu[p], q, w, g, e0, e1, lr, kernel);
     };
     BlasOneThread one_thread;
     auto phase = [&](std::size_t ph, std::size_t p) noexcept {
@@ -246,10 +254,7 @@ StepResult team_step_rows(NetScratch<T>& s, const std::vector<DenseView<T>>& lay
     const bool fused = up && up->fusable();
     if (fused) up->begin(up->sums(q_count(layers)));
     auto upd = [&](std::size_t q, T* w, T* g, std::size_t e0, std::size_t e1, std::size_t p, bool kernel) noexcept {
-        if (!up) return pu[p].update(w + e0, g + e0, lr, e1 - e0);
-        if (kernel) add_l2(up->config(), ParamRef<T>{w, g, 0, true}, e0, e1);
-        pu[p].sq += grad_sum_squares(g, e0, e1);
-        up->apply(q, w, g, e0, e1, pu[p]);
+        block_update(up, pu[p], q, w, g, e0, e1, lr, kernel);
     };
     BlasOneThread one_thread;
     auto phase = [&](std::size_t ph, std::size_t p) noexcept {
